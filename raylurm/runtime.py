@@ -64,3 +64,4 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, include_da
     apply_local_ray_env()
     log.info("starting an embedded local Ray (temp dir %s)", os.environ["RAY_TMPDIR"])
     return ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard, **kwargs)
+

@@ -1,0 +1,148 @@
+"""The interest vocabulary (LURM §3.1.2): faiss k-means over item embeddings, item -> interest(s).
+
+The paper clusters a million-item sample into D = 10^5 interests with HDSC; a standard
+large-scale k-means (faiss) plays the same role here. Item embeddings are L2-normalised, so
+the clustering is spherical and assignment uses inner product (cosine). Hard assignment maps
+each item to its nearest centroid; soft assignment maps it to its ``top_k`` nearest with
+weights ``softmax(cos / soft_temperature)`` (summing to 1, so an event still counts once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raylurm.data.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENTS = ("hard", "soft")
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig:
+    num_interests: int | None = None  # D; None = scaled to the catalogue: clip(items // 10, 8, 100_000)
+    assignment: str = "hard"  # "hard" (one interest per item) or "soft" (top_k weighted interests)
+    top_k: int = 3  # soft assignment: interests per item
+    soft_temperature: float = 0.05  # soft assignment: weights = softmax(cosine / soft_temperature)
+    sample_size: int = 1_000_000  # items sampled to train k-means (the paper samples ~10^6)
+    niter: int = 20  # k-means iterations
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
+        if self.num_interests is not None and self.num_interests < 1:
+            raise ValueError(f"num_interests must be >= 1, got {self.num_interests}")
+        if self.top_k < 1 or self.soft_temperature <= 0 or self.sample_size < 1 or self.niter < 1:
+            raise ValueError("top_k, soft_temperature, sample_size and niter must be positive")
+
+
+def default_num_interests(num_items: int) -> int:
+    """A few hundred interests for a few thousand items, 10^5 (the paper's D) for >= 10^6 items."""
+    return int(np.clip(num_items // 10, 8, 100_000))
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """Centroids plus each item's interests. Row i of the assignment is item ``item_ids[i]``."""
+
+    item_ids: pa.Array  # (N,) int64 or string
+    interest_ids: pa.ListArray  # (N, ragged) int32: the item's interests
+    interest_weights: pa.ListArray  # (N, ragged) float32: their weights (1.0 for hard)
+    centroids: np.ndarray  # (D, d) float32
+    config: dict
+
+    @property
+    def num_interests(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over centroids, assignment and config: later checkpoints record it."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.centroids).tobytes())
+        for arr in (self.item_ids, self.interest_ids.flatten(), self.interest_weights.flatten(), self.interest_ids.offsets):
+            for buf in arr.buffers():
+                if buf is not None:
+                    h.update(buf)
+        h.update(json.dumps({k: v for k, v in self.config.items() if k != "hash"}, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def table(self) -> pa.Table:
+        return pa.table({"item_id": self.item_ids, "item_index": pa.array(np.arange(len(self.item_ids), dtype=np.int32)),
+                         "interest_ids": self.interest_ids, "interest_weights": self.interest_weights})
+
+    def save(self, directory: str | os.PathLike) -> None:
+        with atomic_dir(directory) as tmp:
+            pq.write_table(self.table(), tmp / "items.parquet")
+            np.save(tmp / "centroids.npy", self.centroids)
+            (tmp / "config.json").write_text(json.dumps({**self.config, "hash": self.content_hash}, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Vocabulary":
+        directory = Path(directory)
+        table = pq.read_table(directory / "items.parquet")
+        config = json.loads((directory / "config.json").read_text())
+        vocab = cls(table.column("item_id").combine_chunks(), table.column("interest_ids").combine_chunks(),
+                    table.column("interest_weights").combine_chunks(), np.load(directory / "centroids.npy"), config)
+        if config.get("hash") not in (None, vocab.content_hash):
+            raise ValueError(f"vocabulary at {directory} does not match its recorded hash (modified or corrupt)")
+        return vocab
+
+
+def build_vocabulary(item_ids: pa.Array, vectors: np.ndarray, config: VocabularyConfig, source: dict | None = None) -> Vocabulary:
+    """Cluster ``vectors`` (N, d) into D interests and assign every item (eq. 4's ``x_i in c_j``)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    usable = np.linalg.norm(vectors, axis=1) > 0  # co-occurrence embeddings are zero for never-seen items
+    d = config.num_interests or default_num_interests(int(usable.sum()))
+    centroids = _kmeans(vectors[usable], d, config)
+    k = config.top_k if config.assignment == "soft" else 1
+    ids, weights = _assign(vectors, centroids, k, config.soft_temperature)
+    ids[~usable], weights[~usable] = -1, 0.0
+    interest_ids, interest_weights = _ragged(ids, weights, usable)
+    meta = {**dataclasses.asdict(config), "num_interests": int(centroids.shape[0]), "num_items": len(item_ids),
+            "items_without_embedding": int((~usable).sum()), "source": source or {}}
+    log.info("interest vocabulary: %d items -> %d interests (%s assignment)", len(item_ids), centroids.shape[0], config.assignment)
+    return Vocabulary(item_ids, interest_ids, interest_weights, centroids, meta)
+
+
+def _kmeans(points: np.ndarray, d: int, config: VocabularyConfig) -> np.ndarray:
+    """Spherical faiss k-means on a seeded sample of at most ``sample_size`` points."""
+    if len(points) < d:
+        raise ValueError(f"cannot form {d} interests from {len(points)} items with embeddings; lower --num-interests")
+    rng = np.random.default_rng(config.seed)
+    sample = points[rng.choice(len(points), size=min(config.sample_size, len(points)), replace=False)]
+    km = faiss.Kmeans(points.shape[1], d, niter=config.niter, spherical=True, seed=config.seed, verbose=False,
+                      max_points_per_centroid=max(256, -(-len(sample) // d)))
+    km.train(sample)
+    return km.centroids.astype(np.float32)
+
+
+def _assign(vectors: np.ndarray, centroids: np.ndarray, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k centroids by inner product; weights softmax(sim / temperature) (1.0 when k = 1)."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    sims, ids = index.search(vectors, k)
+    logits = (sims - sims[:, :1]) / temperature
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return ids.astype(np.int32), weights.astype(np.float32)
+
+
+def _ragged(ids: np.ndarray, weights: np.ndarray, usable: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+    """(N, k) arrays -> list arrays; items without an embedding get an empty list (no interest)."""
+    lengths = np.where(usable, ids.shape[1], 0)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    keep = np.repeat(usable, ids.shape[1])
+    return (pa.ListArray.from_arrays(offsets, pa.array(ids.reshape(-1)[keep], pa.int32())),
+            pa.ListArray.from_arrays(offsets, pa.array(weights.reshape(-1)[keep], pa.float32())))
