@@ -36,6 +36,7 @@ class VocabularyConfig:
     soft_temperature: float = 0.05  # soft assignment: weights = softmax(cosine / soft_temperature)
     sample_size: int = 1_000_000  # items sampled to train k-means (the paper samples ~10^6)
     niter: int = 20  # k-means iterations
+    restarts: int = 1  # k-means runs from seeds seed, seed+1, ...; the best mean cosine to the centroids wins
     seed: int = 0
 
     def __post_init__(self):
@@ -43,8 +44,8 @@ class VocabularyConfig:
             raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
         if self.num_interests is not None and self.num_interests < 1:
             raise ValueError(f"num_interests must be >= 1, got {self.num_interests}")
-        if self.top_k < 1 or self.soft_temperature <= 0 or self.sample_size < 1 or self.niter < 1:
-            raise ValueError("top_k, soft_temperature, sample_size and niter must be positive")
+        if min(self.top_k, self.sample_size, self.niter, self.restarts) < 1 or self.soft_temperature <= 0:
+            raise ValueError("top_k, soft_temperature, sample_size, niter and restarts must be positive")
 
 
 def default_num_interests(num_items: int) -> int:
@@ -107,7 +108,7 @@ def build_vocabulary(item_ids: pa.Array, vectors: np.ndarray, config: Vocabulary
     d = config.num_interests or default_num_interests(int(usable.sum()))
     centroids = _kmeans(vectors[usable], d, config)
     k = config.top_k if config.assignment == "soft" else 1
-    ids, weights = _assign(vectors, centroids, k, config.soft_temperature)
+    ids, weights, _ = _assign(vectors, centroids, k, config.soft_temperature)
     ids[~usable], weights[~usable] = -1, 0.0
     interest_ids, interest_weights = _ragged(ids, weights, usable)
     meta = {**dataclasses.asdict(config), "num_interests": int(centroids.shape[0]), "num_items": len(item_ids),
@@ -117,26 +118,35 @@ def build_vocabulary(item_ids: pa.Array, vectors: np.ndarray, config: Vocabulary
 
 
 def _kmeans(points: np.ndarray, d: int, config: VocabularyConfig) -> np.ndarray:
-    """Spherical faiss k-means on a seeded sample of at most ``sample_size`` points."""
+    """Spherical faiss k-means on a seeded sample of at most ``sample_size`` points.
+
+    With ``restarts > 1`` the run with the highest mean cosine to the nearest centroid wins
+    (scored here rather than with faiss' ``nredo``, whose objective is ambiguous for spherical runs).
+    """
     if len(points) < d:
         raise ValueError(f"cannot form {d} interests from {len(points)} items with embeddings; lower --num-interests")
     rng = np.random.default_rng(config.seed)
     sample = points[rng.choice(len(points), size=min(config.sample_size, len(points)), replace=False)]
-    km = faiss.Kmeans(points.shape[1], d, niter=config.niter, spherical=True, seed=config.seed, verbose=False,
-                      max_points_per_centroid=max(256, -(-len(sample) // d)))
-    km.train(sample)
-    return km.centroids.astype(np.float32)
+    best, best_score = None, -np.inf
+    for run in range(config.restarts):
+        km = faiss.Kmeans(points.shape[1], d, niter=config.niter, spherical=True, seed=config.seed + run, verbose=False,
+                          max_points_per_centroid=max(256, -(-len(sample) // d)))
+        km.train(sample)
+        score = float(_assign(sample, km.centroids, 1, 1.0)[2].mean()) if config.restarts > 1 else 0.0
+        if score > best_score:
+            best, best_score = km.centroids.astype(np.float32), score
+    return best
 
 
-def _assign(vectors: np.ndarray, centroids: np.ndarray, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k centroids by inner product; weights softmax(sim / temperature) (1.0 when k = 1)."""
+def _assign(vectors: np.ndarray, centroids: np.ndarray, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k centroids by inner product (ids, softmax(sim / temperature) weights, sims)."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     sims, ids = index.search(vectors, k)
     logits = (sims - sims[:, :1]) / temperature
     weights = np.exp(logits)
     weights /= weights.sum(axis=1, keepdims=True)
-    return ids.astype(np.int32), weights.astype(np.float32)
+    return ids.astype(np.int32), weights.astype(np.float32), sims
 
 
 def _ragged(ids: np.ndarray, weights: np.ndarray, usable: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
