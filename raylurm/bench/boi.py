@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -292,72 +291,96 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
 @dataclasses.dataclass
 class Measurement:
-    """One engine at one size and D; over ``repeat`` runs: median wall time, largest peaks."""
+    """One engine at one size and D over ``repeat`` runs: the median run's time and stages, the largest peaks."""
 
     engine: str
     events: int
     interests: int
     status: str = "ok"
-    walls: list[float] = dataclasses.field(default_factory=list)
-    child_max_rss: int = 0  # ru_maxrss of the child (for Ray: the driver only)
+    runs: list[dict] = dataclasses.field(default_factory=list)  # the children's results: wall_s, max_rss, ray_*
     tree_pss: int = 0  # sampled peak of the summed PSS of the child's process tree
     processes: int = 0
-    ray_data_s: float | None = None
-    ray_stages: list[dict] = dataclasses.field(default_factory=list)  # of the last run
+    peak_load: float = 0.0  # highest 1-minute load average while it ran
+    sampler_cpu_s: float = 0.0  # CPU seconds the memory sampler used, over all runs
+    elapsed_s: float = 0.0  # wall seconds of the child processes, over all runs
     users: int | None = None
     cells: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and bool(self.walls)
+        return self.status == "ok" and bool(self.runs)
+
+    @property
+    def median_run(self) -> dict:
+        """The run whose wall time is the median (the lower middle one for an even count)."""
+        ordered = sorted(self.runs, key=lambda r: r["wall_s"])
+        return ordered[(len(ordered) - 1) // 2]
 
     @property
     def wall_s(self) -> float:
-        return statistics.median(self.walls)
+        return self.median_run["wall_s"]
 
     @property
     def throughput(self) -> float:
         return self.events / self.wall_s
 
     @property
+    def child_max_rss(self) -> int:
+        """Largest ru_maxrss of the child over the runs (for Ray: the driver process only)."""
+        return max(r["max_rss"] for r in self.runs)
+
+    @property
     def peak_memory(self) -> int:
         """The reported peak: ru_maxrss for one-process engines, the process tree's Σ PSS for Ray."""
         return self.tree_pss if self.engine == "ray" else self.child_max_rss
 
+    @property
+    def ray_data_s(self) -> float | None:
+        return self.median_run.get("ray_data_s") if self.runs else None
 
-def measure(engine: str, dataset: Path, vocabulary: Path, workdir: Path, timeout_s: float, repeat: int) -> Measurement:
-    """Run ``engine`` ``repeat`` times in fresh processes; the output of the last run stays in ``out_dir(…)``."""
+    @property
+    def ray_stages(self) -> list[dict]:
+        return self.median_run.get("ray_stages", []) if self.runs else []
+
+
+def measure(engines: Sequence[str], dataset: Path, vocabulary: Path, workdir: Path, timeout_s: float,
+            repeat: int) -> list[Measurement]:
+    """Run each engine ``repeat`` times, round-robin (so drifting background load hits all alike), in fresh
+    processes; an engine that fails or times out is not run again. Outputs stay in :func:`out_dir`."""
     events = json.loads((dataset / "manifest.json").read_text())["counts"]["events"]
     interests = json.loads((vocabulary / "config.json").read_text())["num_interests"]
-    m = Measurement(engine, events, interests)
+    row = [Measurement(engine, events, interests) for engine in engines]
+    for i in range(repeat):
+        for m in (m for m in row if m.status == "ok"):
+            log.info("%s: %s events, D = %s (run %d/%d)", m.engine, f"{events:,}", f"{interests:,}", i + 1, repeat)
+            _record(m, _run_once(m.engine, dataset, vocabulary, workdir, timeout_s))
+    for m in row:
+        if m.ok:
+            m.users, m.cells = output_counts(out_dir(workdir, dataset, vocabulary, m.engine))
+            log.info("%s: %.1f s, %.0f events/s, peak %.2f GiB", m.engine, m.wall_s, m.throughput, m.peak_memory / common.GIB)
+    return row
+
+
+def _run_once(engine: str, dataset: Path, vocabulary: Path, workdir: Path, timeout_s: float) -> common.ChildRun:
     out = out_dir(workdir, dataset, vocabulary, engine)
+    shutil.rmtree(out, ignore_errors=True)
     result = workdir / "runs" / f"{out.name}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(repeat):
-        shutil.rmtree(out, ignore_errors=True)
-        log.info("%s: %s events, D = %s (run %d/%d)", engine, f"{events:,}", f"{interests:,}", i + 1, repeat)
-        argv = ["-m", "raylurm.bench.boi", "--engine", engine, "--dataset", str(dataset),
-                "--vocabulary", str(vocabulary), "--out", str(out), "--result", str(result)]
-        run = common.run_child(argv, result, timeout_s)
-        _record(m, run)
-        if run.status != "ok":
-            log.warning("%s %s after %.0f s%s", engine, run.status, run.elapsed_s, f":\n{run.stderr_tail}" if run.stderr_tail else "")
-            break
-    if m.ok:
-        m.users, m.cells = output_counts(out)
-        log.info("%s: %.1f s, %.0f events/s, peak %.2f GiB", engine, m.wall_s, m.throughput, m.peak_memory / common.GIB)
-    return m
+    argv = ["-m", "raylurm.bench.boi", "--engine", engine, "--dataset", str(dataset),
+            "--vocabulary", str(vocabulary), "--out", str(out), "--result", str(result)]
+    run = common.run_child(argv, result, timeout_s)
+    if run.status != "ok":
+        log.warning("%s %s after %.0f s%s", engine, run.status, run.elapsed_s, f":\n{run.stderr_tail}" if run.stderr_tail else "")
+    return run
 
 
 def _record(m: Measurement, run: common.ChildRun) -> None:
     m.status = run.status
     m.tree_pss, m.processes = max(m.tree_pss, run.memory.peak_pss), max(m.processes, run.memory.peak_processes)
+    m.peak_load = max(m.peak_load, run.memory.peak_load)
+    m.sampler_cpu_s, m.elapsed_s = m.sampler_cpu_s + run.memory.sampler_cpu_s, m.elapsed_s + run.elapsed_s
     if run.status == "ok":
-        m.walls.append(run.result["wall_s"])
-        m.child_max_rss = max(m.child_max_rss, run.result["max_rss"])
-        if run.result.get("ray_data_s") is not None:
-            m.ray_data_s = max(m.ray_data_s or 0.0, run.result["ray_data_s"])
-        m.ray_stages = run.result.get("ray_stages", [])
+        m.runs.append(run.result)
 
 
 def out_dir(workdir: Path, dataset: Path, vocabulary: Path, engine: str) -> Path:
@@ -392,6 +415,7 @@ class Results:
     verification: str
     datasets: list[dict]
     timeout_s: float
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_benchmark(args: argparse.Namespace) -> Results:
@@ -402,16 +426,25 @@ def run_benchmark(args: argparse.Namespace) -> Results:
         dataset = ensure_dataset(workdir, events, 2 * args.interests)
         vocabulary = ensure_vocabulary(dataset, args.interests)
         results.datasets.append(json.loads((dataset / "manifest.json").read_text()))
-        row = [measure(e, dataset, vocabulary, workdir, args.timeout, args.repeat) for e in args.engines]
+        row = measure(args.engines, dataset, vocabulary, workdir, args.timeout, args.repeat)
         outputs = {e: out_dir(workdir, dataset, vocabulary, e) for e in args.engines}
         if k == 0:
             results.verification = verify(row, outputs)
             log.info("%s", results.verification)
             results.memory_check = _memory_check(args, workdir, dataset, row)
         results.sizes.append(row)
+        _check_counts(row, results)
         for path in outputs.values():
             shutil.rmtree(path, ignore_errors=True)
     return results
+
+
+def _check_counts(row: Sequence[Measurement], results: Results) -> None:
+    """Beyond the smallest size only users and cells are compared (a full cell comparison costs minutes)."""
+    counts = {m.engine: (m.users, m.cells) for m in row if m.ok}
+    if len(set(counts.values())) > 1:
+        results.warnings.append(f"(users, cells) differ between engines at {row[0].events:,} events: {counts}")
+        log.warning("%s", results.warnings[-1])
 
 
 def _memory_check(args: argparse.Namespace, workdir: Path, dataset: Path, row: list[Measurement]) -> list[Measurement]:
@@ -420,7 +453,7 @@ def _memory_check(args: argparse.Namespace, workdir: Path, dataset: Path, row: l
     if ray_run is None or not args.memory_check_interests or args.memory_check_interests == args.interests:
         return []
     vocabulary = ensure_vocabulary(dataset, args.memory_check_interests)
-    small = measure("ray", dataset, vocabulary, workdir, args.timeout, args.repeat)
+    [small] = measure(["ray"], dataset, vocabulary, workdir, args.timeout, args.repeat)
     shutil.rmtree(out_dir(workdir, dataset, vocabulary, "ray"), ignore_errors=True)
     return sorted([small, ray_run], key=lambda m: m.interests)
 
@@ -439,7 +472,7 @@ def _best_single(row: Sequence[Measurement]) -> Measurement | None:
 
 def table(results: Results) -> str:
     headers = ["events", "engine", "D", "wall (s)", "events/s", "peak memory (GiB)", "Σ PSS sampled (GiB)",
-               "users", "cells", "throughput vs best 1-process"]
+               "users", "cells", "throughput vs best 1-process", "max load avg"]
     rows = []
     for row in results.sizes:
         best = _best_single(row)
@@ -450,10 +483,11 @@ def table(results: Results) -> str:
 
 def _table_row(m: Measurement, best: Measurement | None) -> list[str]:
     if not m.ok:
-        return [f"{m.events:,}", m.engine, f"{m.interests:,}", m.status, "–", "–", _gib(m.tree_pss), "–", "–", "–"]
+        return [f"{m.events:,}", m.engine, f"{m.interests:,}", m.status, "–", "–", _gib(m.tree_pss), "–", "–", "–",
+                f"{m.peak_load:.1f}"]
     ratio = f"{m.throughput / best.throughput:.2f}×" if best else "–"
     return [f"{m.events:,}", m.engine, f"{m.interests:,}", f"{m.wall_s:.1f}", f"{m.throughput:,.0f}",
-            _gib(m.peak_memory), _gib(m.tree_pss), f"{m.users:,}", f"{m.cells:,}", ratio]
+            _gib(m.peak_memory), _gib(m.tree_pss), f"{m.users:,}", f"{m.cells:,}", ratio, f"{m.peak_load:.1f}"]
 
 
 def ratio_lines(results: Results) -> list[str]:
@@ -477,7 +511,7 @@ def ratio_lines(results: Results) -> list[str]:
 
 
 def stage_table(results: Results) -> str:
-    """Ray's Data stages per size, from ``ray.timeline()`` of the last run: tasks, busy time, span."""
+    """Ray's Data stages per size, from ``ray.timeline()`` of the median run: tasks, busy time, span."""
     rows = []
     for m in (m for row in results.sizes for m in row if m.engine == "ray" and m.ok):
         for st in m.ray_stages:
@@ -502,15 +536,7 @@ def interpretation(results: Results) -> list[str]:
     best = [b for b in (_best_single(row) for row in results.sizes) if b is not None]
     cores, out = os.cpu_count() or 1, []
     if len(rays) >= 2 and rays[-1].events > rays[0].events:
-        per_event = (rays[-1].wall_s - rays[0].wall_s) / (rays[-1].events - rays[0].events)
-        fixed = rays[0].wall_s - per_event * rays[0].events
-        out.append(f"A straight line through Ray's two sizes gives about {fixed:.1f} s of fixed cost plus "
-                   f"{per_event * 1e6:.2f} µs per event (a marginal {1 / per_event:,.0f} events/s on {cores} cores).")
-        if best and per_event > 0:
-            ref = best[-1]
-            out.append(f"{ref.engine} does the whole job at {ref.throughput:,.0f} events/s in one process, so with perfect "
-                       f"scaling of that per-event part Ray would need about {ref.throughput * per_event:.1f}× these "
-                       f"{cores} cores to match it, before the fixed cost.")
+        out += _fit_sentences(rays[0], rays[-1], best[-1] if best else None, cores)
     if rays and rays[-1].ray_stages:
         out.append(_stage_sentence(rays[-1], cores))
     out.append("More nodes divide the per-event work (read + EventMapper, the hash shuffle by user, `build_user_rows` "
@@ -520,11 +546,28 @@ def interpretation(results: Results) -> list[str]:
     return out
 
 
+def _fit_sentences(small: Measurement, large: Measurement, ref: Measurement | None, cores: int) -> list[str]:
+    """Fixed vs per-event cost from a straight line through Ray's smallest and largest size."""
+    per_event = (large.wall_s - small.wall_s) / (large.events - small.events)
+    if per_event <= 0:
+        return [f"Ray took no longer at {large.events:,} than at {small.events:,} events: its time here is start-up "
+                f"overhead and noise, and a per-event cost cannot be separated."]
+    fixed = small.wall_s - per_event * small.events
+    out = [f"A straight line through Ray's two sizes gives about {fixed:.1f} s of fixed cost plus "
+           f"{per_event * 1e6:.2f} µs per event (a marginal {1 / per_event:,.0f} events/s on {cores} cores)."]
+    if ref is not None:
+        out.append(f"{ref.engine} does the whole job at {ref.throughput:,.0f} events/s in one process, so with perfect "
+                   f"scaling of that per-event part Ray would need about {ref.throughput * per_event:.1f}× these "
+                   f"{cores} cores to match it, before the fixed cost.")
+    return out
+
+
 def _stage_sentence(m: Measurement, cores: int) -> str:
     busy = sum(st["busy_s"] for st in m.ray_stages)
     idle = m.wall_s - _covered(m.ray_stages, m.wall_s)
     top = max(m.ray_stages, key=lambda st: st["busy_s"])
-    data = f"Ray Data's execution took {m.ray_data_s:.1f} s of it, the rest is driver-side work in `build_boi`; " if m.ray_data_s else ""
+    data = (f"Ray Data's executor ran for {m.ray_data_s:.1f} s of the build, the rest is driver-side work in `build_boi`; "
+            if m.ray_data_s else "")
     return (f"At {m.events:,} events the stage tasks were busy {busy:.1f} s in a {m.wall_s:.1f} s build on {cores} cores "
             f"({100 * busy / (m.wall_s * cores):.0f}% of the CPU time); {data}for {idle:.1f} s no stage task ran at all "
             f"(Ray Data start-up, worker processes starting, hand-over between stages, which run one after another "
@@ -536,8 +579,9 @@ def render_section(results: Results, command: str, machine: dict, package_versio
     parts = [
         f"Command: `{command}`",
         f"Machine: {machine['cpu']}, {machine['cores']} logical cores, {machine['ram_gib']:.1f} GiB RAM, Python "
-        f"{machine['python']}; load average {machine['load_average']:.2f} when the run started (a shared machine: other "
-        f"jobs may have been running, so expect noise of tens of percent).",
+        f"{machine['python']}. A shared machine: the 1-minute load average was {machine['load_average']:.1f} when the "
+        "run started, and the *max load avg* column gives the highest seen during each engine's runs; above the core "
+        "count, other jobs were competing for the CPUs and that row's time is inflated.",
         f"Date: {machine['date_utc']}. Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions.items()) + ".",
         "Data: synthetic events from `raylurm.data.synth` (not uniformly random events as in RAY_NOTES: users have "
         f"heavy-tailed activity, Zipf item popularity and drifting topics), {data['years']} years so months vary, "
@@ -548,12 +592,14 @@ def render_section(results: Results, command: str, machine: dict, package_versio
         "Work: join events to interests, count per user × UTC month × interest, value = log1p(count), nested per-user "
         "lists, written to Parquet; Ray runs `build_boi` with `BoiConfig(scales=(\"month\",), sequences=False)`, "
         "polars one lazy query on its streaming engine, DuckDB one SQL statement.",
-        f"Equality: {results.verification}.",
+        f"Equality: {results.verification}; at every size the engines' user and cell counts are compared too.",
+        "\n".join(f"**Warning:** {w}" for w in results.warnings),
         "Measurement: each engine in its own fresh process; wall time end to end including reading and writing Parquet "
         "(for Ray excluding `ray.init`, including everything else); median of the repeats. Peak memory: "
         "`ru_maxrss` of the process for polars and DuckDB; for Ray the peak, sampled every 0.2 s, of the summed PSS "
         "(proportional set size) of the driver and every process it started (GCS, raylet, workers), which counts the "
-        "shared-memory object store and shared libraries once. The Σ PSS column is that sample for every engine.",
+        "shared-memory object store and shared libraries once. The Σ PSS column is that sample for every engine. "
+        + _sampler_cost(results),
         table(results),
         "Ratios (against the faster single-process engine of the same run):\n\n" + "\n".join(ratio_lines(results)),
         _stage_part(results),
@@ -562,9 +608,18 @@ def render_section(results: Results, command: str, machine: dict, package_versio
     return "\n\n".join(part for part in parts if part)
 
 
+def _sampler_cost(results: Results) -> str:
+    rays = [m for row in results.sizes for m in row if m.engine == "ray" and m.elapsed_s > 0]
+    if not rays:
+        return ""
+    cpu, wall = sum(m.sampler_cpu_s for m in rays), sum(m.elapsed_s for m in rays)
+    return (f"Sampling Ray's process tree cost {cpu:.1f} CPU-s over {wall:.0f} s of Ray runs "
+            f"({100 * cpu / wall:.0f}% of one core, taken from the same machine).")
+
+
 def _stage_part(results: Results) -> str:
     stages = stage_table(results)
-    return ("Where Ray's time goes (`ray.timeline()` of the measured run; busy = summed task time, span = first start to "
+    return ("Where Ray's time goes (`ray.timeline()` of the median run; busy = summed task time, span = first start to "
             "last end, in seconds after `build_boi` was called):\n\n" + stages) if stages else ""
 
 
@@ -610,7 +665,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset of {','.join(ENGINES)} (default: all)")
     parser.add_argument("--memory-check-interests", type=lambda s: int(float(s)), default=1000,
                         help="also run Ray at the smallest size with this D to show peak memory vs D (0: skip; default 1e3)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per engine and size; the median wall time is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine and size; the median run is reported")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per engine run (default 900)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"),
                         help="Markdown file whose BoI section is replaced or appended (default BENCHMARKS.md)")

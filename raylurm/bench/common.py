@@ -45,6 +45,8 @@ class TreeMemory:
     peak_rss: int = 0
     peak_processes: int = 0
     samples: int = 0
+    peak_load: float = 0.0  # highest 1-minute load average seen (other jobs share the machine)
+    sampler_cpu_s: float = 0.0  # CPU time the sampling itself used (it shares the machine with the child)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -89,6 +91,8 @@ class TreeSampler:
             m = self.memory
             m.peak_pss, m.peak_rss = max(m.peak_pss, pss), max(m.peak_rss, rss)
             m.peak_processes, m.samples = max(m.peak_processes, count), m.samples + 1
+            m.peak_load = max(m.peak_load, os.getloadavg()[0])
+            m.sampler_cpu_s = time.thread_time()
             self._stop.wait(self.interval)
 
 

@@ -1,0 +1,66 @@
+"""Checkpoints that carry their own config: method name, method config, data sizes, vocabulary hash.
+
+A checkpoint directory holds ``model.pt`` (weights), ``optimizer.pt`` (to resume) and
+``meta.json``. :func:`load_model` rebuilds the model from the directory alone, loading weights
+with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raylurm.batch import DataInfo
+from raylurm.config import from_dict, to_dict
+
+META = "meta.json"
+
+
+def save(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, meta: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / "model.pt")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / META).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def meta_for(method: str, model_config: Any, info: DataInfo, **extra: Any) -> dict:
+    return {"method": method, "method_config": to_dict(model_config), "info": dataclasses.asdict(info),
+            "vocabulary_hash": info.vocabulary_hash, **extra}
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / META
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not a raylurm checkpoint (no {META})")
+    return json.loads(path.read_text())
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    from raylurm.methods import METHODS
+
+    cls = METHODS[meta["method"]]
+    info = dict(meta["info"])
+    info["scales"], info["item_category"] = tuple(info["scales"]), tuple(info["item_category"])
+    return cls(from_dict(cls.Config, _tuples(cls.Config, meta["method_config"])), DataInfo(**info))
+
+
+def _tuples(cls: type, values: dict) -> dict:
+    """JSON turns tuples into lists; give tuple-typed fields their tuples back."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v for k, v in values.items()}
+
+
+def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model from ``meta.json`` and load its weights (safely) — in eval mode."""
+    meta = read_meta(directory)
+    model = build_model(meta)
+    model.load_state_dict(torch.load(Path(directory) / "model.pt", map_location=map_location, weights_only=True))
+    return model.eval(), meta

@@ -1,0 +1,330 @@
+"""ATRank: attention over heterogeneous behaviours, pretrained by next-behaviour prediction (seed 001).
+
+Sections of the source article (``seeds/001``, which gives the ideas but no numbered equations):
+§1 *Behavior grouping*, §2 *Semantic space mapping*, §3 *Self-attention layer*, §4 *Target network*.
+Sizes marked *(code)* come from PAPERS.md's facts about the authors' public implementation.
+
+Pipeline for one user with events ``(item x_l, behaviour a_l, time t_l)``, l = 1..n:
+
+1. §1 behaviour encoding ``e_l = [E_item x_l ; E_cat cat(x_l)] + E_time bucket(T - t_l) + E_act a_l``
+   (the article: "custom target code + lookup(discretised time) + lookup(action type)"), with
+   ``T`` the prediction time = the last timestamp of the input sequence.
+2. §1 one projection per behaviour group ``h_l = W_{g(a_l)} e_l + b_{g(a_l)}`` into the shared space.
+3. §2–3 multi-space self-attention: ``S_k = h W_k`` for K spaces, attention inside each space,
+   spaces concatenated, then a feed-forward layer; residual + LayerNorm as in a Transformer block.
+4. §4 vanilla attention with the candidate item ``c = W_c [E_item i ; E_cat cat(i)]`` as the query
+   over the encoded behaviours gives ``u(i)``; ``logit(i) = b_i + ⟨u(i), c⟩`` *(code)*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raylurm.batch import DataInfo
+from raylurm.distributed import gather_with_grad
+from raylurm.losses.sampled_sigmoid import sampled_sigmoid
+from raylurm.losses.sampled_softmax import sampled_softmax
+
+TIME_THRESHOLDS_DAYS = tuple(2**k for k in range(1, 13))  # 2, 4, ..., 4096 days (code) -> 13 buckets
+SECONDS_PER_DAY = 86_400
+SCORE_CHUNK = 512  # candidates scored at once by score_items (memory bound only)
+LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}
+NEGATIVES = ("sampled", "in_batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class ATRankConfig:
+    item_dim: int = 64  # item embedding width (code)
+    category_dim: int = 64  # category embedding width (code); [item; category] is the behaviour encoding
+    hidden_dim: int = 128  # shared space after the per-group projections (code)
+    num_spaces: int = 8  # K semantic spaces = attention heads (code)
+    num_blocks: int = 1  # self-attention blocks (code: one)
+    ffn_dim: int = 512  # feed-forward width: 4 x hidden, Transformer convention (a choice)
+    dropout: float = 0.1  # on embeddings and residual branches (a choice, Transformer default)
+    loss: str = "sigmoid"  # "sigmoid": point-wise sigmoid CE (code); "softmax": sampled softmax
+    negatives: str = "sampled"  # "sampled": uniform over the catalogue (code); "in_batch": others' targets
+    num_sampled: int = 1  # negatives per positive with negatives="sampled" (code: one)
+    behavior_weight: float = 1.0  # weight of the next-behaviour-type cross-entropy (a choice: equal tasks)
+    lr: float = 1e-3  # Adam learning rate (a choice, project-wide Adam default)
+    batch_size: int = 128  # users per step (a choice, as the other sequence methods)
+
+    def __post_init__(self) -> None:
+        positive = ("item_dim", "category_dim", "hidden_dim", "num_spaces", "num_blocks", "ffn_dim",
+                    "num_sampled", "batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_dim % self.num_spaces:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_spaces ({self.num_spaces})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if self.behavior_weight < 0 or self.lr <= 0:
+            raise ValueError(f"behavior_weight must be >= 0 and lr > 0, got {self.behavior_weight}, {self.lr}")
+
+
+def time_buckets(timestamps: Tensor, prediction_time: Tensor) -> Tensor:
+    """§1 discretised time: ``#{θ ∈ 2, 4, ..., 4096 : gap_days + 1 >= θ}`` ∈ [0, 12] *(code)*.
+
+    ``gap_days`` = calendar-day index of the prediction time minus that of the event (UTC days,
+    clamped at 0). timestamps (B, L) seconds, prediction_time (B,) seconds -> (B, L) int64.
+    """
+    days = torch.div(timestamps, SECONDS_PER_DAY, rounding_mode="floor")  # (B, L)
+    now = torch.div(prediction_time, SECONDS_PER_DAY, rounding_mode="floor")  # (B,)
+    gap = (now[:, None] - days).clamp_min(0)  # (B, L)
+    thresholds = torch.tensor(TIME_THRESHOLDS_DAYS, dtype=gap.dtype, device=gap.device)
+    return torch.bucketize(gap + 1, thresholds, right=True)  # (B, L) number of thresholds <= gap + 1
+
+
+class MultiSpaceAttention(nn.Module):
+    """§2–3 attention inside K semantic spaces: ``softmax(Q_k K_kᵀ / √d) V_k`` per space, concatenated.
+
+    Projecting into K spaces of width d = H / K and attending inside each is a multi-head
+    attention with one head per space. Keys where ``mask`` is False (padding) get zero weight.
+    """
+
+    def __init__(self, dim: int, num_spaces: int) -> None:
+        super().__init__()
+        self.num_spaces = num_spaces
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """queries (B, Q, H), keys (B, L, H), mask (B, L) bool -> (B, Q, H)."""
+        (b, q, h), length, k = queries.shape, keys.shape[1], self.num_spaces
+        query = self.query(queries).view(b, q, k, h // k)  # (B, Q, K, d)
+        key = self.key(keys).view(b, length, k, h // k)  # (B, L, K, d)
+        value = self.value(keys).view(b, length, k, h // k)  # (B, L, K, d)
+        scores = torch.einsum("bqkd,blkd->bkql", query, key) / math.sqrt(h // k)  # (B, K, Q, L)
+        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        spaces = torch.einsum("bkql,blkd->bqkd", scores.softmax(dim=-1), value)  # (B, Q, K, d)
+        return self.out(spaces.reshape(b, q, h))  # (B, Q, H) concatenated spaces
+
+
+class SelfAttentionBlock(nn.Module):
+    """§3 one self-attention layer: multi-space attention + feed-forward, each residual + LayerNorm."""
+
+    def __init__(self, config: ATRankConfig) -> None:
+        super().__init__()
+        self.attention = MultiSpaceAttention(config.hidden_dim, config.num_spaces)
+        self.feed_forward = nn.Sequential(nn.Linear(config.hidden_dim, config.ffn_dim), nn.ReLU(),
+                                          nn.Linear(config.ffn_dim, config.hidden_dim))
+        self.norm1, self.norm2 = nn.LayerNorm(config.hidden_dim), nn.LayerNorm(config.hidden_dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, L, H), mask (B, L) -> (B, L, H)."""
+        x = self.norm1(x + self.dropout(self.attention(x, x, mask)))  # (B, L, H)
+        return self.norm2(x + self.dropout(self.feed_forward(x)))  # (B, L, H)
+
+
+def category_table(info: DataInfo) -> Tensor:
+    """``(num_items + 1,)`` category index of each shifted item id (row 0 = padding -> category 0)."""
+    categories = list(info.item_category) or [0] * info.num_items
+    if len(categories) != info.num_items:
+        raise ValueError(f"info.item_category has {len(categories)} entries, expected num_items={info.num_items}")
+    table = torch.tensor([0] + categories, dtype=torch.long)
+    if table.min() < 0 or table.max() >= info.num_categories:
+        raise ValueError(f"item categories must lie in [0, num_categories={info.num_categories})")
+    return table
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (no dropout) and restore its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def next_item_cut(lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """A random cut per user: input = events [0, cut), target = event ``cut``; cut ∈ [1, n - 1].
+
+    lengths (B,) -> cut (B,), valid (B,) bool. Users with fewer than 2 events cannot be split:
+    valid is False, cut = max(n, 1) (their whole history as input, no target).
+    """
+    valid = lengths >= 2
+    span = (lengths - 1).clamp_min(1)  # (B,) number of admissible cuts
+    cut = 1 + (torch.rand(lengths.shape, device=lengths.device) * span).long().clamp_max(span - 1)
+    return torch.where(valid, cut, lengths.clamp_min(1)), valid
+
+
+class ATRank(nn.Module):
+    """ATRank encoder + target network, pretrained by next-behaviour prediction from logs.
+
+    **Behaviour groups.** The paper groups behaviours by target entity type (item, coupon, query),
+    each group with its own projection. Every target here is an item, so the groups are the
+    behaviour types of the data (``info.num_behaviors``, e.g. click / cart / buy, or a single
+    "rate"): one ``nn.Linear`` per type maps the behaviour encoding into the shared space.
+
+    **Objective** (``forward``). For each user a random cut t (>= 1 event before it): the events
+    before t are the input, the event at t is the target. Multi-task ("all2all", one shared
+    model): (a) the next item, scored by the target network against negatives — uniform samples
+    from the catalogue (default, as the public code, with the sigmoid loss and one negative) or
+    the other users' targets in the (all-worker) batch — and (b) when the data has several
+    behaviour types, the next behaviour type, a cross-entropy head on the target network's
+    output for the true next item (``behavior_weight``). Users with < 2 events are skipped.
+
+    **Representation** (``embed``). The target network needs a candidate, so the
+    candidate-independent user vector is the masked *mean of the self-attention outputs* over the
+    whole history (``hidden_dim`` wide). It adds no parameters, so nothing in it is left
+    untrained (a learned "user query" would only be trained by an extra loss term the paper
+    does not have). ``score_items`` gives the candidate-aware next-item scores.
+    """
+
+    name = "atrank"
+    Config = ATRankConfig
+
+    def __init__(self, config: ATRankConfig, info: DataInfo) -> None:
+        super().__init__()
+        if info.num_items < 1 or info.num_behaviors < 1:
+            raise ValueError(f"need num_items >= 1 and num_behaviors >= 1, got {info.num_items}, {info.num_behaviors}")
+        self.config, self.num_items = config, info.num_items
+        encoding = config.item_dim + config.category_dim  # E
+        self.register_buffer("item_category", category_table(info))  # (num_items + 1,)
+        self.item_embedding = nn.Embedding(info.num_items + 1, config.item_dim, padding_idx=0)
+        self.category_embedding = nn.Embedding(info.num_categories, config.category_dim)
+        self.time_embedding = nn.Embedding(len(TIME_THRESHOLDS_DAYS) + 1, encoding)
+        self.behavior_embedding = nn.Embedding(info.num_behaviors + 1, encoding, padding_idx=0)
+        self.group_projections = nn.ModuleList(nn.Linear(encoding, config.hidden_dim)
+                                               for _ in range(info.num_behaviors))
+        self.candidate_projection = nn.Linear(encoding, config.hidden_dim)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(config) for _ in range(config.num_blocks))
+        self.target_attention = MultiSpaceAttention(config.hidden_dim, config.num_spaces)
+        self.item_bias = nn.Embedding(info.num_items + 1, 1)
+        self.behavior_head = nn.Linear(config.hidden_dim, info.num_behaviors) if info.num_behaviors > 1 else None
+        self.dropout = nn.Dropout(config.dropout)
+        self._init_embeddings()
+
+    def _init_embeddings(self) -> None:
+        for table in (self.item_embedding, self.category_embedding, self.time_embedding, self.behavior_embedding):
+            nn.init.normal_(table.weight, std=0.02)  # nanoGPT-style small init
+        nn.init.zeros_(self.item_bias.weight)
+        for table in (self.item_embedding, self.behavior_embedding):
+            nn.init.zeros_(table.weight[0])  # padding rows
+
+    @property
+    def representation_dim(self) -> int:
+        return self.config.hidden_dim
+
+    # --- §1 behaviour encoding and per-group projection -------------------------------------
+    def target_encoding(self, items: Tensor) -> Tensor:
+        """§1 target code ``[E_item x ; E_cat cat(x)]``: shifted item ids (...) -> (..., E)."""
+        return torch.cat([self.item_embedding(items), self.category_embedding(self.item_category[items])], dim=-1)
+
+    def project(self, encoding: Tensor, groups: Tensor) -> Tensor:
+        """§1 per-group projection ``W_g e + b_g``: encoding (B, L, E), groups (B, L) in [0, G) -> (B, L, H)."""
+        out = encoding.new_zeros(*groups.shape, self.config.hidden_dim)  # (B, L, H)
+        for group, projection in enumerate(self.group_projections):
+            selected = groups == group  # (B, L)
+            out[selected] = projection(encoding[selected]).to(out.dtype)  # (n_g, H)
+        return out
+
+    def encode(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, mask: Tensor) -> Tensor:
+        """§1–3: behaviours where ``mask`` (a prefix of each row) -> self-attended vectors (B, L, H).
+
+        The prediction time is each row's last unmasked timestamp; masked positions are zeroed
+        before embedding, so nothing beyond the mask (future events, padding) reaches the output.
+        """
+        last = (mask.sum(dim=1) - 1).clamp_min(0)  # (B,)
+        buckets = time_buckets(timestamps, timestamps.gather(1, last[:, None]).squeeze(1))  # (B, L)
+        items, behaviors = items * mask, behaviors * mask  # (B, L), 0 = padding
+        encoding = self.target_encoding(items) + self.time_embedding(buckets) + self.behavior_embedding(behaviors)
+        h = self.dropout(self.project(encoding, (behaviors - 1).clamp_min(0)))  # (B, L, H)
+        for block in self.blocks:
+            h = block(h, mask)  # (B, L, H)
+        return h
+
+    # --- §4 target network ---------------------------------------------------------------------
+    def candidates(self, items: Tensor) -> tuple[Tensor, Tensor]:
+        """Candidate vectors ``c = W_c [E_item i ; E_cat cat(i)]`` (..., H) and biases ``b_i`` (...)."""
+        return self.candidate_projection(self.target_encoding(items)), self.item_bias(items).squeeze(-1)
+
+    def target_network(self, h: Tensor, mask: Tensor, vectors: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """§4 vanilla attention with each candidate as query: h (B, L, H), vectors (B, C, H), bias (B, C)
+        -> logits ``b_i + ⟨u(i), c_i⟩`` (B, C) and user vectors u (B, C, H)."""
+        users = self.target_attention(vectors, h, mask)  # (B, C, H)
+        return bias + (users * vectors).sum(dim=-1), users
+
+    def negatives(self, target: Tensor, valid: Tensor, vector: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Negative vectors (B, N, H), biases (B, N) and keep mask (B, N) (False = accidental hit / invalid).
+
+        "sampled": ``num_sampled`` uniform items per user. "in_batch": every user's target from every
+        worker (``gather_with_grad``); a user's own target and any copy of it are masked out.
+        """
+        b = target.shape[0]
+        if self.config.negatives == "sampled":
+            ids = torch.randint(1, self.num_items + 1, (b, self.config.num_sampled), device=target.device)  # (B, N)
+            return *self.candidates(ids), ids != target[:, None]
+        gathered = gather_with_grad(torch.cat([vector, bias[:, None]], dim=1))  # (B·W, H + 1)
+        ids = gather_with_grad(torch.where(valid, target, torch.full_like(target, -1)))  # (B·W,)
+        keep = (ids[None, :] != target[:, None]) & (ids[None, :] >= 0)  # (B, B·W)
+        return gathered[None, :, :-1].expand(b, -1, -1), gathered[None, :, -1].expand(b, -1), keep
+
+    # --- the interface -------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Next-behaviour prediction at a random cut (see the class docstring) -> {"loss", ...}."""
+        items, behaviors, lengths = batch["items"], batch["behaviors"], batch["lengths"]
+        cut, valid = next_item_cut(lengths)  # (B,), (B,)
+        mask = torch.arange(items.shape[1], device=items.device)[None, :] < cut[:, None]  # (B, L)
+        h = self.encode(items, behaviors, batch["timestamps"], mask)  # (B, L, H)
+        at_cut = cut.clamp_max(items.shape[1] - 1)[:, None]  # (B, 1)
+        target = torch.where(valid, items.gather(1, at_cut).squeeze(1), 0)  # (B,) shifted item id
+        vector, bias = self.candidates(target)  # (B, H), (B,)
+        negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)
+        logits, users = self.target_network(h, mask, torch.cat([vector[:, None], negative_vectors], dim=1),
+                                            torch.cat([bias[:, None], negative_bias], dim=1))  # (B, 1 + N)
+        item_loss = LOSSES[self.config.loss](logits, keep, reduction="none")  # (B,)
+        behavior_loss = self.behavior_loss(users[:, 0], behaviors.gather(1, at_cut).squeeze(1) - 1)  # (B,)
+        weight = valid.float() / valid.sum().clamp_min(1)  # (B,) mean over users with a target
+        loss = (weight * (item_loss + self.config.behavior_weight * behavior_loss)).sum()
+        return {"loss": loss, "item_loss": (weight * item_loss).sum().detach(),
+                "behavior_loss": (weight * behavior_loss).sum().detach()}
+
+    def behavior_loss(self, users: Tensor, behavior: Tensor) -> Tensor:
+        """Auxiliary task: cross-entropy of the next behaviour type from u(true next item), (B, H) -> (B,).
+        Zero when the data has a single behaviour type."""
+        if self.behavior_head is None:
+            return users.new_zeros(users.shape[0])
+        return F.cross_entropy(self.behavior_head(users), behavior.clamp_min(0), reduction="none")
+
+    def encode_history(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Whole history, prediction time = last event: -> h (B, L, H), mask (B, L)."""
+        items, lengths = batch["items"], batch["lengths"]
+        mask = torch.arange(items.shape[1], device=items.device)[None, :] < lengths[:, None]  # (B, L)
+        return self.encode(items, batch["behaviors"], batch["timestamps"], mask), mask
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        """Masked mean of the self-attention outputs over the whole history -> (B, hidden_dim).
+
+        Always computed in eval mode (no dropout), so identical input gives identical output."""
+        with evaluating(self):
+            h, mask = self.encode_history(batch)  # (B, L, H), (B, L)
+        weights = mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        return (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)  # (B, H)
+
+    @torch.no_grad()
+    def score_items(self, batch: dict[str, Tensor], item_ids: Tensor) -> Tensor:
+        """Next-item logits ``b_i + ⟨u(i), c_i⟩`` for 0-based vocabulary item ids (C,) or (B, C) -> (B, C).
+
+        Uses the whole history (prediction time = the last event), eval mode."""
+        if item_ids.numel() and (item_ids.min() < 0 or item_ids.max() >= self.num_items):
+            raise ValueError(f"item_ids must be 0-based vocabulary indices in [0, {self.num_items})")
+        with evaluating(self):
+            h, mask = self.encode_history(batch)  # (B, L, H)
+            ids = (item_ids + 1).expand(h.shape[0], -1) if item_ids.ndim == 1 else item_ids + 1  # (B, C)
+            return torch.cat([self.target_network(h, mask, *self.candidates(chunk))[0]
+                              for chunk in ids.split(SCORE_CHUNK, dim=1)], dim=1)  # (B, C)

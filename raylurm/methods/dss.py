@@ -1,0 +1,256 @@
+"""DSS: disentangled self-supervision for sequential recommenders (Ma et al., KDD'20, §4.2).
+
+A SASRec encoder (causal self-attention over item embeddings + learned positions) gives ``z_i`` per
+position; an intention-disentanglement layer (§4.2.3) turns ``z_{1:t}`` into K intention vectors
+``φ^(k)``. Each training step samples one cut ``1 ≤ t < T`` per user and minimises seq2item
+(eq. 5-6: predict ``h_{t+1}``) plus latent seq2seq (eq. 3: predict ``φ^(k)`` of the REVERSED future
+``x_{T:t+1}``) on the λ fraction of (u, t, k) with the smallest seq2seq loss (eq. 4).
+
+Layout: the batch contract's ``items`` (B, L) are left-aligned, ids + 1, 0 = padding. Positions are
+counted from the most recent item (0 = latest), as SASRec's left-padded fixed-width input does, so
+a sequence's encoding never depends on the batch width. With left-aligned items, causal attention
+never lets a real position see padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from raylurm.batch import DataInfo
+from raylurm.distributed import gather_with_grad, rank
+from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
+
+
+@dataclasses.dataclass(frozen=True)
+class DSSConfig:
+    hidden_dim: int = 64  # D; (code) 64, paper searches {50, 64, 100, 128}
+    num_layers: int = 2  # SASRec self-attention blocks; (code) 2
+    num_heads: int = 1  # paper §5.4: the single-head SASRec
+    dropout: float = 0.2  # SASRec's ML-1M value; the paper tunes it by random search
+    num_intentions: int = 4  # K latent intentions; (code) 4, paper {1, 2, 4, 8}
+    selection_fraction: float = 0.5  # λ, share of (u, t, k) seq2seq terms kept (eq. 4); (code) 0.5; 0 = seq2item
+    seq2seq_weight: float = 1.0  # weight of the MEAN selected seq2seq term (the paper's sum/sum ratio is λ·K)
+    max_length: int | None = None  # positions encoded; None = info.max_sequence_length (paper: 200 ML, 50 Amazon)
+    lr: float = 1e-3  # Adam, paper §5.4
+    batch_size: int = 128  # paper §5.4
+
+    def __post_init__(self) -> None:
+        checks = {
+            "hidden_dim must be >= 1": self.hidden_dim >= 1,
+            "num_layers must be >= 1": self.num_layers >= 1,
+            "num_heads must divide hidden_dim": self.num_heads >= 1 and self.hidden_dim % self.num_heads == 0,
+            "dropout must be in [0, 1)": 0.0 <= self.dropout < 1.0,
+            "num_intentions must be >= 1": self.num_intentions >= 1,
+            "selection_fraction must be in [0, 1]": 0.0 <= self.selection_fraction <= 1.0,
+            "seq2seq_weight must be >= 0": self.seq2seq_weight >= 0.0,
+            "max_length must be None or >= 1": self.max_length is None or self.max_length >= 1,
+            "lr must be > 0": self.lr > 0.0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"invalid DSSConfig: {'; '.join(failed)} (got {self})")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.num_heads, self.dropout = num_heads, dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, D/H) each
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, length, d)))  # (B, L, D)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: causal self-attention + point-wise feed-forward (SASRec §III-B)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, num_heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class SASRecEncoder(nn.Module):
+    """Causal self-attention over ``√D·H[x_i] + P[pos_i]``: ``z_i`` depends on ``x_{≤i}`` only (SASRec)."""
+
+    def __init__(self, item_embedding: nn.Embedding, max_length: int, config: DSSConfig):
+        super().__init__()
+        d = config.hidden_dim
+        self.item_embedding = item_embedding  # shared with the seq2item targets h
+        self.position_embedding = nn.Embedding(max_length, d)
+        nn.init.xavier_uniform_(self.position_embedding.weight)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(d)
+
+    def forward(self, items: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """items, positions, valid: (B, L) -> z: (B, L, D); padding rows are zeroed."""
+        scale = math.sqrt(self.item_embedding.embedding_dim)
+        x = self.item_embedding(items) * scale + self.position_embedding(positions)  # (B, L, D)
+        x = self.dropout(x) * valid[..., None]  # (B, L, D)
+        for block in self.blocks:
+            x = block(x) * valid[..., None]
+        return self.ln_f(x) * valid[..., None]  # (B, L, D)
+
+
+class IntentionDisentanglement(nn.Module):
+    """The intention-disentanglement layer (§4.2.3): ``z_{1:t}`` (B, L, D) -> ``φ^(1..K)`` (B, K, D)."""
+
+    def __init__(self, max_length: int, config: DSSConfig):
+        super().__init__()
+        d, k = config.hidden_dim, config.num_intentions
+        self.prototypes = nn.Parameter(torch.empty(k, d))  # c_k
+        self.position_embedding = nn.Embedding(max_length, d)  # α_i, this layer's own
+        nn.init.xavier_uniform_(self.prototypes)
+        nn.init.xavier_uniform_(self.position_embedding.weight)
+        self.ln_1, self.ln_2, self.ln_3, self.ln_4, self.ln_5 = (nn.LayerNorm(d) for _ in range(5))
+        self.key_transform = nn.Linear(d, d)  # Wᵀ·, b
+        self.query_bias = nn.Parameter(torch.zeros(d))  # b'
+        self.input_bias = nn.Parameter(0.02 * torch.randn(k, d))  # β_k for input sequences x_{1:t}
+        self.future_bias = nn.Parameter(0.02 * torch.randn(k, d))  # β_k for reversed futures x_{T:t+1}
+
+    def category_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """p_{k|i} = softmax_k(LN1(z_i)·LN2(c_k)/√D): (B, L, D) -> (B, L, K)."""
+        return torch.softmax(self.ln_1(z) @ self.ln_2(self.prototypes).T / math.sqrt(z.shape[-1]), dim=-1)
+
+    def position_weights(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """p_i = softmax_i(key_i·query/√D), 0 on padding: (B, L, D) -> (B, L).
+
+        key_i = k̃_i + ReLU(Wᵀk̃_i + b), k̃_i = LN3(α_i + z_i); query = LN4(α_t + z_t + b'), t = the latest item.
+        """
+        alpha = self.position_embedding(positions)  # (B, L, D)
+        key = self.ln_3(alpha + z)
+        key = key + F.relu(self.key_transform(key))  # (B, L, D)
+        last = valid.sum(dim=1) - 1  # (B,) column of x_t
+        rows = torch.arange(z.shape[0], device=z.device)
+        query = self.ln_4(alpha[rows, last] + z[rows, last] + self.query_bias)  # (B, D)
+        logits = torch.einsum("bld,bd->bl", key, query) / math.sqrt(z.shape[-1])
+        return torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=1)  # (B, L)
+
+    def forward(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+                future: bool = False) -> torch.Tensor:
+        """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i): (B, L, D) -> (B, K, D); β = the future set if ``future``."""
+        weights = self.category_weights(z) * self.position_weights(z, positions, valid)[..., None]  # (B, L, K)
+        bias = self.future_bias if future else self.input_bias
+        return self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
+
+
+def window(items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Left-aligned ``items[b, start_b : start_b + length_b]`` (reversed if ``reverse``), 0-padded: (B, max length)."""
+    width = max(1, int(length.max()))
+    j = torch.arange(width, device=items.device)[None, :]  # (1, W)
+    offset = (length[:, None] - 1 - j) if reverse else j
+    valid = j < length[:, None]
+    index = (start[:, None] + offset).clamp(0, items.shape[1] - 1)
+    return torch.where(valid, items.gather(1, index), torch.zeros_like(index))  # (B, W)
+
+
+def sample_cuts(lengths: torch.Tensor) -> torch.Tensor:
+    """One cut per user, uniform on 1 ≤ t ≤ T - 1 (t = 1 for users with T < 2, who have no sample)."""
+    return (torch.rand(lengths.shape, device=lengths.device) * (lengths - 1).clamp(min=1)).long() + 1
+
+
+class DSS(nn.Module):
+    name = "dss"
+    Config = DSSConfig
+
+    def __init__(self, config: DSSConfig, info: DataInfo):
+        super().__init__()
+        self.config = config
+        self.max_length = config.max_length or info.max_sequence_length
+        if self.max_length < 1 or info.num_items < 1:
+            raise ValueError(f"DSS needs max_length >= 1 and num_items >= 1, got {self.max_length}, {info.num_items}")
+        self.item_embedding = nn.Embedding(info.num_items + 1, config.hidden_dim, padding_idx=0)  # H (row 0 = padding)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self.encoder = SASRecEncoder(self.item_embedding, self.max_length, config)
+        self.disentangle = IntentionDisentanglement(self.max_length, config)
+
+    @property
+    def representation_dim(self) -> int:
+        return self.config.num_intentions * self.config.hidden_dim
+
+    def intentions(self, items: torch.Tensor, future: bool = False) -> torch.Tensor:
+        """Left-aligned sequences (B, L), 0 = padding, at most ``max_length`` long -> φ (B, K, D)."""
+        valid = items > 0
+        length = valid.sum(dim=1, keepdim=True).clamp(min=1)  # an empty row encodes one padding token
+        valid = valid | (torch.arange(items.shape[1], device=items.device) < length)
+        positions = (length - 1 - torch.arange(items.shape[1], device=items.device)).clamp(min=0)  # 0 = latest
+        z = self.encoder(items, positions, valid)  # (B, L, D)
+        return self.disentangle(z, positions, valid, future=future)
+
+    def _history(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The whole available history: the most recent ``max_length`` items, (B, ≤ max_length)."""
+        length = batch["lengths"].clamp(max=self.max_length)
+        return window(batch["items"], batch["lengths"] - length, length)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One random cut per user; loss = mean seq2item + seq2seq_weight · mean of the kept seq2seq terms.
+
+        Users with fewer than 2 items have no (u, t) sample: they are neither anchors nor candidates.
+        Candidates (next items, futures) are gathered from every worker; the selection of eq. 4 is
+        made among this worker's (u, t, k).
+        """
+        items, lengths = batch["items"], batch["lengths"]
+        cut = sample_cuts(lengths)  # (B,) t
+        valid = lengths >= 2  # (B,)
+        input_length = cut.clamp(max=self.max_length)
+        phi = self.intentions(window(items, cut - input_length, input_length))  # (B, K, D) φ(x_{1:t})
+        candidate_mask = gather_with_grad(valid.float()) > 0  # (N,)
+        targets = rank() * items.shape[0] + torch.arange(items.shape[0], device=items.device)  # (B,) own rows
+        next_items = torch.where(valid, items.gather(1, cut[:, None].clamp(max=items.shape[1] - 1))[:, 0], 0)
+        h = gather_with_grad(self.item_embedding(next_items))  # (N, D) h_{t'+1}
+        seq2item = seq2item_losses(phi[valid], h, targets[valid], candidate_mask).sum() / valid.sum().clamp(min=1)
+        out = {"seq2item": seq2item.detach()}
+        seq2seq = torch.zeros((), device=items.device)
+        if self.config.selection_fraction > 0:
+            future_length = (lengths - cut).clamp(min=0, max=self.max_length)
+            future = window(items, cut, future_length, reverse=True)  # x_{T:t+1}, x_{t+1} last
+            phi_future = gather_with_grad(self.intentions(future, future=True))  # (N, K, D)
+            losses = seq2seq_losses(phi[valid], phi_future, targets[valid], candidate_mask)  # (B', K)
+            keep = select_smallest(losses, self.config.selection_fraction)  # ⌊λ·B'·K⌋ smallest
+            seq2seq = losses[keep].sum() / keep.sum().clamp(min=1)
+            out.update(seq2seq_all=losses.detach().mean() if losses.numel() else seq2seq.detach(),
+                       seq2seq_kept=keep.sum().float())
+        out["seq2seq"] = seq2seq.detach()
+        out["loss"] = seq2item + self.config.seq2seq_weight * seq2seq
+        return out
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[φ^(1) … φ^(K)] of the whole history with the input β set: (B, K·D). Always without dropout."""
+        was_training = self.training
+        self.eval()
+        phi = self.intentions(self._history(batch))  # (B, K, D)
+        self.train(was_training)
+        return phi.flatten(1)
+
+    @torch.no_grad()
+    def score_items(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        """Next-item scores ``max_k h_j·φ^(k)`` (the seq2item numerator, without 1/√D).
+
+        item_ids: 0-based vocabulary indices, ``(C,)`` shared or ``(B, C)`` per user -> (B, C).
+        """
+        phi = self.embed(batch).view(-1, self.config.num_intentions, self.config.hidden_dim)  # (B, K, D)
+        h = self.item_embedding(item_ids + 1)  # (C, D) or (B, C, D)
+        if h.ndim == 2:
+            return torch.einsum("bkd,cd->bck", phi, h).amax(dim=-1)
+        return torch.einsum("bkd,bcd->bck", phi, h).amax(dim=-1)  # (B, C)

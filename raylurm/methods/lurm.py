@@ -1,0 +1,286 @@
+"""LURM / SMEN (paper 000, §3.2): multi-anchor BoI encoder, GRU over periods, multi-scale switch,
+trained with InfoNCE between two random time windows of the same user.
+
+For each scale ``s`` (month, year) of a batch of B users with ``bags`` periods in all::
+
+    {s}_ids/_values/_offsets --MultiAnchorBoI (eq. 5-6)--> r (bags, M, H)
+        --pad per user, GRU over each anchor's periods (§3.2.2)--> r̃ (B, M, H)
+    month r̃, year r̃' --ScaleSwitch (eq. 7)--> r̂ (B, M, H);  representation = [r̂^1 … r̂^M]  (B, M·H)
+    r̂ of two windows --ProjectionHead (eq. 8-9)--> h_a, h_b (B, M·H) --info_nce (eq. 2-3)--> loss
+
+The multi-anchor module and the GRU are shared by the two scales (§3.2.3, "parameter sharing").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from raylurm.batch import DataInfo
+from raylurm.distributed import gather_with_grad
+from raylurm.encoders import MultiAnchorBoI
+from raylurm.losses import info_nce
+
+SCALES = {"both": ("month", "year"), "month": ("month",), "year": ("year",)}
+_FAR = 2 ** 40  # a window bound that keeps every period (months since 1970)
+
+
+@dataclasses.dataclass(frozen=True)
+class LURMConfig:
+    num_anchors: int = 10  # M, anchors of the multi-anchor module (§4.4)
+    hidden_dim: int = 128  # H, width of W^e, of each anchor's vector and of the GRU (§4.4)
+    scales: str = "both"  # "both" = month + year joined by the eq. 7 switch (§4.4); "month"/"year" = Table 4 ablations
+    temperature: float = 0.1  # τ of the contrastive loss (§4.4)
+    min_window_fraction: float = 0.5  # shortest positive window, as a fraction of the user's span (not in the paper)
+    lr: float = 1e-3  # Adam learning rate (§4.4)
+    batch_size: int = 256  # users per batch (§4.4)
+
+    def __post_init__(self):
+        if self.num_anchors < 1 or self.hidden_dim < 1:
+            raise ValueError(f"num_anchors and hidden_dim must be >= 1, got {self.num_anchors}, {self.hidden_dim}")
+        if self.scales not in SCALES:
+            raise ValueError(f"scales must be one of {sorted(SCALES)}, got {self.scales!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.min_window_fraction <= 1:
+            raise ValueError(f"min_window_fraction must be in (0, 1], got {self.min_window_fraction}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (other users are the negatives), got {self.batch_size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Positive pairs: random continuous time windows (§3.2.4)
+
+
+def _bag_users(lengths: torch.Tensor) -> torch.Tensor:
+    """User index of every bag (bags,), from bags per user (B,) in the user-major layout."""
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+
+
+def _randint_below(n: torch.Tensor) -> torch.Tensor:
+    """Uniform integers in [0, n) elementwise (n clamped to >= 1), from torch's global RNG."""
+    n = n.clamp(min=1)
+    return torch.minimum((torch.rand(n.shape, device=n.device) * n).long(), n - 1)
+
+
+def _random_window(periods: torch.Tensor, lengths: torch.Tensor,
+                   min_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window ``[start, end]`` (inclusive, in the scale's periods) per user (B,) each.
+
+    The user's span is ``[first, last]`` period; the width is uniform in ``[⌈f·span⌉, span]``. The
+    window is placed so that it covers a randomly drawn period of the user (uniform placement among
+    those that do), so it is never empty even when the active periods are sparse. Users without
+    periods get an unbounded window.
+    """
+    first_idx = torch.cumsum(lengths, 0) - lengths  # (B,)
+    padded = torch.cat([periods, periods.new_zeros(1)])  # a safe gather for users without periods
+    first, last = padded[first_idx], padded[(first_idx + lengths - 1).clamp(min=0)]  # (B,)
+    span = (last - first + 1).clamp(min=1)
+    shortest = torch.ceil(span * min_fraction).long().clamp(1)
+    width = torch.minimum(shortest + _randint_below(span - shortest + 1), span)  # (B,)
+    centre = padded[first_idx + _randint_below(lengths)]  # a period the window must cover
+    low, high = torch.maximum(first, centre - width + 1), torch.minimum(centre, last - width + 1)
+    start = low + _randint_below(high - low + 1)
+    has = lengths > 0
+    return torch.where(has, start, -_FAR), torch.where(has, start + width - 1, _FAR)
+
+
+def sample_windows(batch: dict[str, torch.Tensor], scales: tuple[str, ...],
+                   min_fraction: float) -> dict[str, torch.Tensor]:
+    """A random continuous time window per user -> a keep mask ``(bags,)`` per scale (§3.2.4).
+
+    The window is drawn on the finest scale present (month if used, else year) and applied in
+    absolute time to every scale: a month bag is kept if its month is inside the window, a year
+    bag if its year overlaps it (years since 1970 = months since 1970 // 12).
+    """
+    reference = scales[0]  # "month" if present (SCALES lists month first)
+    months_per_period = 1 if reference == "month" else 12
+    start, end = _random_window(batch[f"{reference}_periods"], batch[f"{reference}_lengths"], min_fraction)
+    start, end = start * months_per_period, end * months_per_period + months_per_period - 1  # (B,) in months
+    keep = {}
+    for scale in scales:
+        user, periods = _bag_users(batch[f"{scale}_lengths"]), batch[f"{scale}_periods"]  # (bags,) each
+        if scale == "year":
+            periods = periods * 12  # overlap test: year y covers months [12y, 12y + 11]
+            start_s, end_s = torch.div(start, 12, rounding_mode="floor") * 12, end
+        else:
+            start_s, end_s = start, end
+        keep[scale] = (periods >= start_s[user]) & (periods <= end_s[user])
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules (§3.2.2 - §3.2.4)
+
+
+def _pad_by_user(r: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Bags in user-major order (bags, ...) -> left-aligned, zero-padded (B, T, ...)."""
+    user = _bag_users(lengths)  # (bags,)
+    position = torch.arange(r.shape[0], device=r.device) - (torch.cumsum(lengths, 0) - lengths)[user]
+    out = r.new_zeros(lengths.numel(), max(int(lengths.max()), 1), *r.shape[1:])  # (B, T, ...)
+    out[user, position] = r
+    return out
+
+
+class TimeAggregation(nn.Module):
+    """§3.2.2: each anchor's period sequence ``r^i_{t1..tN}`` -> ``r̃^i ∈ R^H``, the GRU's last state.
+
+    One GRU, shared by the M anchors (and by both scales, §3.2.3). The paper says each ``R^i`` is
+    "aggregated separately" by "a GRU": we read it as M separate sequences through one GRU, so the
+    M·B sequences run as one packed batch (one cuDNN call) and parameters do not grow with M; the
+    anchors stay distinct because their inputs differ (their own α in eq. 6).
+
+    Periods are the user's non-empty bags in time order: empty months are absent, not zero
+    vectors (the batch carries only non-empty bags; a zero BoI gives r = ReLU(0) = 0 and would only
+    tell the GRU how long the user was idle, at the cost of sequences as long as the whole span).
+
+    Incremental updates (serving): the GRU's hidden state IS the representation before the
+    switch, so ``initial_state`` (B, M, H) — a user's previous ``r̃`` — lets new periods be folded
+    in without re-reading the history. Users without periods keep their initial state (zeros).
+    """
+
+    def __init__(self, hidden_dim: int):
+        super().__init__()
+        self.gru = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
+
+    def forward(self, r: torch.Tensor, lengths: torch.Tensor,
+                initial_state: torch.Tensor | None = None) -> torch.Tensor:
+        """r (bags, M, H) of B users with ``lengths`` (B,) bags each -> r̃ (B, M, H)."""
+        b, (_, m, h) = lengths.numel(), r.shape
+        x = _pad_by_user(r, lengths).transpose(1, 2).reshape(b * m, -1, h)  # (B·M, T, H) one row per (user, anchor)
+        steps = lengths.repeat_interleave(m)  # (B·M,)
+        state = r.new_zeros(b * m, h) if initial_state is None else initial_state.reshape(b * m, h)
+        rows = torch.nonzero(steps > 0).squeeze(1)  # pack_padded_sequence needs lengths >= 1
+        if rows.numel() == 0:
+            return state.view(b, m, h)
+        packed = pack_padded_sequence(x[rows], steps[rows].cpu(), batch_first=True, enforce_sorted=False)
+        _, last = self.gru(packed, state[rows][None].contiguous())  # (1, rows, H)
+        return state.index_copy(0, rows, last[0]).view(b, m, h)
+
+
+def _per_anchor_weight(num_anchors: int, fan_out: int, fan_in: int) -> nn.Parameter:
+    """M independent (fan_out, fan_in) matrices, initialised like ``nn.Linear``."""
+    bound = 1 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(num_anchors, fan_out, fan_in).uniform_(-bound, bound))
+
+
+class ScaleSwitch(nn.Module):
+    """Eq. 7: ``r̂^i = s^i([r̃^i, r̃'^i]) ⊙ r̃^i + (1 − s^i) ⊙ r̃'^i``.
+
+    ``s^i`` = a fully-connected layer 2H → H + sigmoid, one per anchor (a gate per coordinate).
+    """
+
+    def __init__(self, num_anchors: int, hidden_dim: int):
+        super().__init__()
+        self.weight = _per_anchor_weight(num_anchors, hidden_dim, 2 * hidden_dim)  # (M, H, 2H)
+        self.bias = nn.Parameter(torch.zeros(num_anchors, hidden_dim))  # (M, H)
+
+    def forward(self, month: torch.Tensor, year: torch.Tensor) -> torch.Tensor:
+        """month r̃, year r̃' (..., M, H) -> r̂ (..., M, H)."""
+        both = torch.cat([month, year], dim=-1)  # (..., M, 2H)
+        s = torch.sigmoid(torch.einsum("...mk,mhk->...mh", both, self.weight) + self.bias)  # (..., M, H)
+        return s * month + (1 - s) * year
+
+
+class ProjectionHead(nn.Module):
+    """Eq. 8-9: ``v = a([W^{h1}_1 r̂^1, …, W^{h1}_M r̂^M])``, ``h = W^{h2} a(v + mix(v, W^{h3}))``.
+
+    ``mix(v, W^{h3}) = r_2(W^{h3} r_1(v))``: v reshaped to M×H, left-multiplied by ``W^{h3} ∈ R^{M×M}``
+    (anchors exchange information), flattened. ``a`` = ReLU. No biases, as written in the paper.
+    """
+
+    def __init__(self, num_anchors: int, hidden_dim: int):
+        super().__init__()
+        self.per_anchor = _per_anchor_weight(num_anchors, hidden_dim, hidden_dim)  # W^{h1}_i (M, H, H)
+        bound = 1 / math.sqrt(num_anchors)
+        self.mix = nn.Parameter(torch.empty(num_anchors, num_anchors).uniform_(-bound, bound))  # W^{h3} (M, M)
+        self.out = nn.Linear(num_anchors * hidden_dim, num_anchors * hidden_dim, bias=False)  # W^{h2} (MH, MH)
+
+    def forward(self, r_hat: torch.Tensor) -> torch.Tensor:
+        """r̂ (B, M, H) -> h (B, M·H)."""
+        v = F.relu(torch.einsum("bmk,mhk->bmh", r_hat, self.per_anchor))  # (B, M, H) eq. 8, first line
+        mixed = torch.einsum("nm,bmh->bnh", self.mix, v)  # (B, M, H) eq. 9
+        return self.out(F.relu(v + mixed).flatten(1))  # (B, M·H) eq. 8, second line
+
+
+# ---------------------------------------------------------------------------------------------
+# The method
+
+
+class LURM(nn.Module):
+    """SMEN over multi-scale BoI sequences (paper 000, §3.2); representation ``[r̂^1 … r̂^M]`` (M·H)."""
+
+    name = "lurm"
+    Config = LURMConfig
+
+    def __init__(self, config: LURMConfig, info: DataInfo):
+        super().__init__()
+        self.config, self.scales = config, SCALES[config.scales]
+        missing = [s for s in self.scales if s not in info.scales]
+        if missing:
+            raise ValueError(f"scales={config.scales!r} needs BoI scale(s) {missing}; the data has {list(info.scales)}")
+        m, h = config.num_anchors, config.hidden_dim
+        self.anchors = MultiAnchorBoI(info.num_interests, m, h)  # eq. 5-6, shared by the scales
+        self.time = TimeAggregation(h)  # §3.2.2, shared by the anchors and the scales
+        self.switch = ScaleSwitch(m, h) if len(self.scales) == 2 else None  # eq. 7
+        self.head = ProjectionHead(m, h)  # eq. 8-9
+
+    @property
+    def representation_dim(self) -> int:
+        return self.config.num_anchors * self.config.hidden_dim
+
+    def anchor_bags(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eq. 5-6 for the bags of every scale in one call (shared parameters) -> {scale: r (bags_s, M, H)}."""
+        ids = [batch[f"{s}_ids"] for s in self.scales]
+        offsets = [batch[f"{s}_offsets"] + sum(i.numel() for i in ids[:k]) for k, s in enumerate(self.scales)]
+        values = torch.cat([batch[f"{s}_values"] for s in self.scales])
+        r = self.anchors(torch.cat(ids), values, torch.cat(offsets))  # (all bags, M, H) month bags first
+        return dict(zip(self.scales, r.split([o.numel() for o in offsets])))
+
+    def aggregate(self, r: torch.Tensor, lengths: torch.Tensor,
+                  keeps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """One scale's r (bags, M, H) -> r̃ (V, B, M, H) for V views (bag masks ``keeps``), or V = 1 (all bags).
+
+        Eq. 5-6 ran once over all bags; a view only selects bags before the GRU.
+        """
+        if keeps is None:
+            return self.time(r, lengths)[None]  # (1, B, M, H)
+        user = _bag_users(lengths)  # (bags,)
+        r_views = torch.cat([r[keep] for keep in keeps])  # (kept bags of all views, M, H)
+        lengths_views = torch.cat([torch.bincount(user[keep], minlength=lengths.numel()) for keep in keeps])  # (V·B,)
+        return self.time(r_views, lengths_views).view(len(keeps), lengths.numel(), *r.shape[1:])
+
+    def encode(self, batch: dict[str, torch.Tensor],
+               keeps: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        """-> r̂ (V, B, M, H): eq. 7 across the scales' r̃, or the single scale's r̃."""
+        r = self.anchor_bags(batch)
+        states = [self.aggregate(r[s], batch[f"{s}_lengths"], None if keeps is None else [k[s] for k in keeps])
+                  for s in self.scales]  # each (V, B, M, H)
+        return states[0] if self.switch is None else self.switch(*states)
+
+    def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Two random windows per user -> head outputs h_a, h_b (B, M·H) and the kept fraction of bags."""
+        keeps = [sample_windows(batch, self.scales, self.config.min_window_fraction) for _ in range(2)]
+        r_hat = self.encode(batch, keeps)  # (2, B, M, H)
+        kept = torch.cat([keep[self.scales[0]] for keep in keeps]).float().mean()
+        h = self.head(r_hat.flatten(0, 1))  # (2B, M·H)
+        h_a, h_b = h.chunk(2)
+        return h_a, h_b, kept
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training step: InfoNCE (eq. 2-3) between two windows of each user; other users are negatives."""
+        h_a, h_b, kept = self.project_views(batch)
+        loss = info_nce(gather_with_grad(h_a), gather_with_grad(h_b), self.config.temperature)
+        return {"loss": loss, "window_kept_fraction": kept.detach()}
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Frozen representation ``[r̂^1 … r̂^M]`` (B, M·H) over the whole history (no windows)."""
+        return self.encode(batch)[0].flatten(1)

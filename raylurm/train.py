@@ -1,0 +1,155 @@
+"""The one training loop for all four methods, on Ray Train (``TorchTrainer``, Train V2).
+
+Each method computes its own loss in ``forward``; the loop never branches on the method. Data
+arrives as Ray Data shards of BoI rows (``get_dataset_shard("train")``) and is collated on the
+worker (:func:`raylurm.batch.collate`). Models are wrapped in DDP by ``prepare_model`` (gloo on
+CPU, NCCL on GPU); in-batch negatives are gathered across workers inside the methods.
+
+Every epoch each rank calls ``ray.train.report`` once (rank 0 attaches the checkpoint: weights,
+optimizer, epoch, step, method config, data sizes and vocabulary hash). A restarted worker group
+(``FailureConfig``) or a rerun with the same ``name`` and ``storage_path`` resumes from the
+latest checkpoint: the epoch and step counters continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylurm import checkpoint as ckpt
+from raylurm.batch import DataInfo, collate
+from raylurm.config import from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    method: str = "lurm"  # lurm | atrank | dss | adaptssr
+    epochs: int = 5
+    num_workers: int = 2  # Ray Train workers (DDP ranks)
+    use_gpu: bool = False
+    batch_size: int | None = None  # per worker; None = the method's paper default
+    lr: float | None = None  # None = the method's paper default
+    seed: int = 0
+    max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
+    keep_checkpoints: int = 2
+    max_steps_per_epoch: int | None = None  # cap (smoke tests, benchmarks)
+    fault_step: int | None = None  # fault injection for tests: rank 1 SIGKILLs itself once at this global step
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.num_workers < 1 or self.max_failures < 0:
+            raise ValueError("epochs and num_workers must be >= 1, max_failures >= 0")
+
+
+def _method(name: str):
+    from raylurm.methods import METHODS
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, DataInfo]:
+    """The model of ``config["method"]`` from the loop config (method options + data sizes)."""
+    cls = _method(config["method"])
+    info = DataInfo(**{**config["info"], "scales": tuple(config["info"]["scales"]),
+                       "item_category": tuple(config["info"]["item_category"])})
+    model_config = from_dict(cls.Config, config["method_config"])
+    return cls(model_config, info), model_config, info
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    train = TrainConfig(**config["train"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(train.seed * 1009 + rank)
+    model, model_config, info = build(config)
+    state = _restore(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr or model_config.lr)
+    if state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    batch_size = train.batch_size or model_config.batch_size
+    shard = ray.train.get_dataset_shard("train")
+    step = state.get("step", 0)
+    for epoch in range(state.get("epoch", 0), train.epochs):
+        started, losses = time.perf_counter(), []
+        for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=True,
+                                        local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=train.seed + epoch):
+            losses.append(_step(model, optimizer, collate(table, info.scales)))
+            step += 1
+            _maybe_inject_fault(train, rank, step, config)
+            if train.max_steps_per_epoch and len(losses) >= train.max_steps_per_epoch:
+                break
+        metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
+        _report(model, optimizer, metrics, rank, ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step,
+                                                               train=to_dict(train), split=config.get("split")))
+
+
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
+    device = next(model.parameters()).device
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out = model(batch)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    return float(out["loss"].detach())
+
+
+def _epoch_metrics(epoch: int, step: int, losses: list[float], started: float, batch_size: int, world: int) -> dict:
+    seconds = time.perf_counter() - started
+    return {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
+            "batches": len(losses), "epoch_seconds": seconds,
+            "users_per_second": len(losses) * batch_size * world / seconds if seconds > 0 else 0.0}
+
+
+def _restore(model: torch.nn.Module) -> dict:
+    """Weights and counters from the checkpoint Ray Train hands back after a restart (or none)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as directory:
+        model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
+        meta = ckpt.read_meta(directory)
+        optimizer = torch.load(Path(directory) / "optimizer.pt", weights_only=True)
+    log.info("resuming from epoch %d, step %d", meta["epoch"], meta["step"])
+    return {"epoch": meta["epoch"], "step": meta["step"], "optimizer": optimizer}
+
+
+def _report(model, optimizer, metrics: dict, rank: int, meta: dict) -> None:
+    """Every rank reports once per epoch; rank 0 attaches the checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            module = model.module if hasattr(model, "module") else model
+            ckpt.save(tmp, module, optimizer, meta)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _maybe_inject_fault(train: TrainConfig, rank: int, step: int, config: dict) -> None:
+    """Test hook: rank 1 kills its own process once (a marker file prevents a second kill)."""
+    if train.fault_step is None or rank != 1 or step != train.fault_step:
+        return
+    marker = Path(config["fault_marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)

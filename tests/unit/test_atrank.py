@@ -1,0 +1,260 @@
+"""ATRank (raylurm.methods.atrank) and its losses, against slow hand-written references."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.losses.sampled_sigmoid import sampled_sigmoid
+from raylurm.losses.sampled_softmax import sampled_softmax
+from raylurm.methods import atrank as atrank_module
+from raylurm.methods.atrank import ATRank, ATRankConfig, time_buckets
+
+NUM_ITEMS, NUM_BEHAVIORS, NUM_CATEGORIES = 30, 3, 6
+SMALL = dict(item_dim=8, category_dim=8, hidden_dim=16, num_spaces=4, ffn_dim=32)
+
+
+def make_info(num_behaviors: int = NUM_BEHAVIORS) -> DataInfo:
+    return DataInfo(num_interests=20, num_items=NUM_ITEMS, num_behaviors=num_behaviors, scales=("month", "year"),
+                    max_sequence_length=12, item_category=tuple(1 + i % (NUM_CATEGORIES - 1) for i in range(NUM_ITEMS)),
+                    num_categories=NUM_CATEGORIES)
+
+
+def make_batch(num_users: int = 8, seed: int = 0, num_behaviors: int = NUM_BEHAVIORS) -> dict[str, torch.Tensor]:
+    return collate(synthetic_rows(num_users, 20, NUM_ITEMS, num_behaviors=num_behaviors, max_events=10, seed=seed))
+
+
+def make_model(seed: int = 0, num_behaviors: int = NUM_BEHAVIORS, **overrides) -> ATRank:
+    torch.manual_seed(seed)
+    return ATRank(ATRankConfig(**{**SMALL, **overrides}), make_info(num_behaviors))
+
+
+# --- losses ------------------------------------------------------------------------------------
+def _softmax_reference(logits: torch.Tensor, keep: torch.Tensor) -> float:
+    total = 0.0
+    for row, kept in zip(logits.tolist(), keep.tolist()):
+        denominator = math.exp(row[0]) + sum(math.exp(s) for s, k in zip(row[1:], kept) if k)
+        total += -math.log(math.exp(row[0]) / denominator)
+    return total / len(logits)
+
+
+def _sigmoid_reference(logits: torch.Tensor, keep: torch.Tensor) -> float:
+    total = 0.0
+    for row, kept in zip(logits.tolist(), keep.tolist()):
+        terms = [-math.log(1 / (1 + math.exp(-row[0])))]
+        terms += [-math.log(1 - 1 / (1 + math.exp(-s))) for s, k in zip(row[1:], kept) if k]
+        total += sum(terms) / len(terms)
+    return total / len(logits)
+
+
+@pytest.mark.parametrize("loss,reference", [(sampled_softmax, _softmax_reference),
+                                            (sampled_sigmoid, _sigmoid_reference)])
+@pytest.mark.parametrize("b,n", [(1, 1), (3, 1), (4, 5), (6, 9)])
+def test_losses_match_naive_reference(loss, reference, b: int, n: int) -> None:
+    g = torch.Generator().manual_seed(10 * b + n)
+    logits = 2 * torch.randn(b, 1 + n, generator=g, dtype=torch.float64)
+    keep = torch.rand(b, n, generator=g) < 0.7
+    torch.testing.assert_close(loss(logits, keep), torch.tensor(reference(logits, keep), dtype=torch.float64),
+                               atol=1e-5, rtol=1e-5)
+    all_kept = torch.ones(b, n, dtype=torch.bool)
+    expected_all = torch.tensor(reference(logits, all_kept)).float()
+    torch.testing.assert_close(loss(logits.float()), expected_all, atol=1e-5, rtol=1e-5)
+    assert loss(logits, keep, reduction="none").shape == (b,)
+
+
+@pytest.mark.parametrize("loss", [sampled_softmax, sampled_sigmoid])
+def test_losses_reject_bad_arguments(loss) -> None:
+    with pytest.raises(ValueError):
+        loss(torch.zeros(4))
+    with pytest.raises(ValueError):
+        loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError):
+        loss(torch.zeros(2, 3), reduction="sum")
+
+
+# --- encoder pieces -------------------------------------------------------------------------------
+def test_time_buckets_match_naive_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    now = torch.tensor([1_600_000_000, 1_500_000_000])
+    gaps = torch.cat([torch.tensor([0, 86_399, 86_400, 3 * 86_400, 4095 * 86_400, 5000 * 86_400]),
+                      torch.randint(0, 6000 * 86_400, (10,), generator=g)])
+    timestamps = now[:, None] - gaps[None, :]  # (2, 16)
+    expected = []
+    for p, row in zip(now.tolist(), timestamps.tolist()):  # count the thresholds <= day gap + 1, one by one
+        gaps_days = [p // 86_400 - t // 86_400 for t in row]
+        expected.append([sum(1 for theta in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if gap + 1 >= theta)
+                         for gap in gaps_days])
+    assert time_buckets(timestamps, now).tolist() == expected
+    assert time_buckets(timestamps, now).max() == 12 and time_buckets(timestamps, now).min() == 0
+
+
+def test_per_group_projection_differs_by_behavior() -> None:
+    model = make_model()
+    encoding = torch.randn(1, 1, SMALL["item_dim"] + SMALL["category_dim"]).expand(1, NUM_BEHAVIORS, -1)
+    projected = model.project(encoding, torch.arange(NUM_BEHAVIORS)[None, :])  # same input, three groups
+    for g in range(NUM_BEHAVIORS):
+        torch.testing.assert_close(projected[0, g], model.group_projections[g](encoding[0, 0]))
+    assert not torch.allclose(projected[0, 0], projected[0, 1]) and not torch.allclose(projected[0, 1], projected[0, 2])
+
+
+def _pad(batch: dict[str, torch.Tensor], extra: int, garbage: int) -> dict[str, torch.Tensor]:
+    """``extra`` more padding columns; every padded cell (old and new) set to ``garbage`` (a valid id if > 0)."""
+    width = batch["items"].shape[1] + extra
+    beyond = torch.arange(width)[None, :] >= batch["lengths"][:, None]  # (B, width)
+    out = dict(batch)
+    for key, fill in (("items", garbage), ("behaviors", min(garbage, 1)), ("timestamps", garbage * 1_000)):
+        wide = torch.cat([batch[key], torch.zeros(batch[key].shape[0], extra, dtype=batch[key].dtype)], dim=1)
+        out[key] = wide.masked_fill(beyond, fill)
+    return out
+
+
+@pytest.mark.parametrize("garbage", [0, 7])
+def test_padding_does_not_change_outputs(garbage: int) -> None:
+    model, batch = make_model().eval(), make_batch()
+    padded = _pad(batch, extra=5, garbage=garbage)
+    torch.testing.assert_close(model.embed(padded), model.embed(batch), atol=1e-5, rtol=1e-5)
+    ids = torch.arange(NUM_ITEMS)
+    torch.testing.assert_close(model.score_items(padded, ids), model.score_items(batch, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_training_target_sees_no_future_events() -> None:
+    model, batch = make_model(dropout=0.0), make_batch()
+    torch.manual_seed(5)
+    cut, _ = atrank_module.next_item_cut(batch["lengths"])
+    positions = torch.arange(batch["items"].shape[1])[None, :]
+    changed = dict(batch, items=batch["items"].clone(), timestamps=batch["timestamps"].clone())
+    after = positions > cut[:, None]  # strictly after the target: any content
+    changed["items"][after] = 1 + (changed["items"][after] % NUM_ITEMS)
+    changed["timestamps"][positions >= cut[:, None]] += 30 * 86_400  # the target's time is not an input either
+    torch.manual_seed(5)
+    expected = model(batch)["loss"]
+    torch.manual_seed(5)
+    torch.testing.assert_close(model(changed)["loss"], expected)
+
+
+def test_next_item_cut_range() -> None:
+    torch.manual_seed(0)
+    lengths = torch.tensor([1, 2, 3, 10] * 50)
+    cut, valid = atrank_module.next_item_cut(lengths)
+    assert valid.tolist() == [False, True, True, True] * 50
+    assert ((cut[valid] >= 1) & (cut[valid] <= lengths[valid] - 1)).all()
+    assert set(cut[lengths == 10].tolist()) == set(range(1, 10))
+
+
+# --- the model ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [{}, {"loss": "softmax"}, {"negatives": "in_batch"},
+                                       {"negatives": "in_batch", "loss": "softmax"}, {"num_sampled": 7}])
+def test_default_model_finite_loss_and_all_gradients(overrides) -> None:
+    torch.manual_seed(0)
+    model = ATRank(ATRankConfig(**overrides), make_info())
+    out = model(collate(synthetic_rows(16, 20, NUM_ITEMS, max_events=10, seed=1)))
+    assert set(out) == {"loss", "item_loss", "behavior_loss"} and all(v.ndim == 0 for v in out.values())
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+def test_gradient_reaches_every_embedding_table() -> None:
+    model = make_model()
+    model(make_batch())["loss"].backward()
+    for table in ("item_embedding", "category_embedding", "time_embedding", "behavior_embedding"):
+        assert getattr(model, table).weight.grad.abs().sum() > 0, table
+
+
+def test_single_behavior_type_has_no_auxiliary_head() -> None:
+    model = make_model(num_behaviors=1)
+    assert model.behavior_head is None and len(model.group_projections) == 1
+    out = model(make_batch(num_behaviors=1))
+    assert out["behavior_loss"] == 0 and torch.isfinite(out["loss"])
+
+
+def test_in_batch_negatives_use_gather_with_grad(monkeypatch) -> None:
+    calls = []
+
+    def fake_gather(x: torch.Tensor) -> torch.Tensor:  # a second "worker" with the same tensor
+        calls.append(x.shape)
+        return torch.cat([x, x.detach() if x.is_floating_point() else torch.full_like(x, -1)])
+
+    monkeypatch.setattr(atrank_module, "gather_with_grad", fake_gather)
+    model, batch = make_model(negatives="in_batch"), make_batch()
+    assert torch.isfinite(model(batch)["loss"])
+    assert len(calls) == 2 and calls[0][0] == batch["items"].shape[0]
+
+
+def test_users_without_a_target_are_ignored() -> None:
+    model, batch = make_model(dropout=0.0), make_batch(num_users=4)
+    short = dict(batch, lengths=batch["lengths"].clone())
+    short["lengths"][0] = 1  # user 0 has no next event any more
+    torch.manual_seed(3)
+    assert torch.isfinite(model(short)["loss"])
+    only_short = {k: v[:1] for k, v in short.items() if k in ("items", "behaviors", "timestamps", "lengths")}
+    out = model(only_short)
+    assert out["loss"] == 0
+    out["loss"].backward()  # still part of the graph
+
+
+@pytest.mark.parametrize("overrides", [{}, {"loss": "softmax", "negatives": "in_batch"}])
+def test_overfits_one_tiny_batch(overrides) -> None:
+    """8 users cut to 3 events: 16 (prefix -> next item, next behaviour) examples to memorise."""
+    model, batch = make_model(dropout=0.0, **overrides), make_batch(num_users=8, seed=2)
+    batch["lengths"] = batch["lengths"].clamp_max(3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        loss = model(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.3 * first, (first, last)
+
+
+def test_embed_shape_deterministic_and_per_user() -> None:
+    model, batch = make_model(), make_batch()  # left in train mode: embed must still be deterministic
+    z = model.embed(batch)
+    assert z.shape == (8, model.representation_dim) and torch.isfinite(z).all()
+    torch.testing.assert_close(model.embed(batch), z, atol=0, rtol=0)
+    assert model.training
+    for i in (0, 3, 7):
+        n = int(batch["lengths"][i])
+        alone = {k: batch[k][i:i + 1, :n] for k in ("items", "behaviors", "timestamps")}
+        alone["lengths"] = batch["lengths"][i:i + 1]
+        torch.testing.assert_close(model.embed(alone), z[i:i + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_score_items_shapes_and_per_user() -> None:
+    model, batch = make_model(), make_batch()
+    ids = torch.tensor([0, 5, NUM_ITEMS - 1])
+    scores = model.score_items(batch, ids)
+    assert scores.shape == (8, 3) and torch.isfinite(scores).all()
+    torch.testing.assert_close(model.score_items(batch, ids.expand(8, -1)), scores)
+    alone = {k: v[2:3] for k, v in batch.items()}
+    torch.testing.assert_close(model.score_items(alone, ids), scores[2:3], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        model.score_items(batch, torch.tensor([NUM_ITEMS]))
+
+
+@pytest.mark.parametrize("bad", [{"hidden_dim": 100, "num_spaces": 8}, {"num_spaces": 0}, {"dropout": 1.0},
+                                 {"loss": "bpr"}, {"negatives": "popular"}, {"num_sampled": 0}, {"lr": 0.0},
+                                 {"behavior_weight": -1.0}, {"batch_size": 0}, {"num_blocks": 0}])
+def test_config_validation(bad) -> None:
+    with pytest.raises(ValueError):
+        ATRankConfig(**bad)
+
+
+def test_defaults_and_info_validation() -> None:
+    config = ATRankConfig()
+    assert (config.num_spaces, config.item_dim, config.category_dim, config.hidden_dim, config.num_blocks,
+            config.dropout, config.lr, config.batch_size) == (8, 64, 64, 128, 1, 0.1, 1e-3, 128)
+    assert ATRank(config, make_info()).representation_dim == 128
+    with pytest.raises(ValueError):
+        ATRank(config, dataclasses.replace(make_info(), item_category=(1, 2)))
+    with pytest.raises(ValueError):
+        ATRank(config, dataclasses.replace(make_info(), num_categories=2))
+    assert ATRank.name == "atrank" and ATRank.Config is ATRankConfig

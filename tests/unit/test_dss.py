@@ -1,0 +1,302 @@
+"""DSS (KDD'20 §4.2): losses against naive loops, the disentanglement layer, the model contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+
+from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.config import from_dict
+from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.methods.dss import DSS, DSSConfig, sample_cuts, window
+
+INFO = DataInfo(num_interests=20, num_items=50, num_behaviors=3, scales=("month", "year"), max_sequence_length=12)
+
+
+def _model(seed: int = 0, **overrides) -> DSS:
+    torch.manual_seed(seed)
+    return DSS(DSSConfig(**overrides), INFO)
+
+
+def _batch(num_users: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    return collate(synthetic_rows(num_users, INFO.num_interests, INFO.num_items, max_events=12, seed=seed))
+
+
+# ---------------------------------------------------------------- losses vs naive loops
+
+def _seq2item_reference(phi, candidates, targets, mask):
+    """Eq. 5-6 as explicit loops over (b, n, k)."""
+    b_size, k_size, d = phi.shape
+    out = []
+    for b in range(b_size):
+        score = lambda n, k: math.exp(float(candidates[n] @ phi[b, k]) / math.sqrt(d))
+        numerator = max(score(int(targets[b]), k) for k in range(k_size))
+        denominator = sum(score(n, k) for n in range(len(candidates)) if mask[n] for k in range(k_size))
+        out.append(-math.log(numerator / denominator))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _seq2seq_reference(phi, future, targets, mask):
+    """Eq. 3 as explicit loops over (b, k, n, k')."""
+    b_size, k_size, d = phi.shape
+    out = torch.zeros(b_size, k_size, dtype=torch.float64)
+    for b in range(b_size):
+        for k in range(k_size):
+            score = lambda n, kk: math.exp(float(future[n, kk] @ phi[b, k]) / math.sqrt(d))
+            denominator = sum(score(n, kk) for n in range(len(future)) if mask[n] for kk in range(k_size))
+            out[b, k] = -math.log(score(int(targets[b]), k) / denominator)
+    return out
+
+
+@pytest.mark.parametrize("b,n,k,d,offset", [(1, 1, 1, 3, 0), (3, 3, 2, 4, 0), (4, 8, 4, 5, 4), (5, 10, 3, 8, 0)])
+def test_seq2item_matches_loops(b, n, k, d, offset) -> None:
+    g = torch.Generator().manual_seed(b * 10 + n)
+    phi = torch.randn(b, k, d, generator=g, dtype=torch.float64)
+    candidates = torch.randn(n, d, generator=g, dtype=torch.float64)
+    targets = torch.arange(b) + offset  # as if gathered from ranks: this rank's rows start at offset
+    mask = torch.ones(n, dtype=torch.bool)
+    if n > b:
+        mask[0 if offset else n - 1] = False  # a candidate row that is no sample
+    expected = _seq2item_reference(phi, candidates, targets, mask)
+    torch.testing.assert_close(seq2item_losses(phi, candidates, targets, mask), expected, atol=1e-5, rtol=1e-5)
+    single = seq2item_losses(phi.float(), candidates.float(), targets, mask)
+    torch.testing.assert_close(single, expected.float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b,n,k,d,offset", [(1, 1, 1, 3, 0), (3, 3, 2, 4, 0), (4, 8, 4, 5, 4), (5, 10, 3, 8, 0)])
+def test_seq2seq_matches_loops(b, n, k, d, offset) -> None:
+    g = torch.Generator().manual_seed(b * 10 + n + 1)
+    phi = torch.randn(b, k, d, generator=g, dtype=torch.float64)
+    future = torch.randn(n, k, d, generator=g, dtype=torch.float64)
+    targets = torch.arange(b) + offset
+    mask = torch.ones(n, dtype=torch.bool)
+    if n > b:
+        mask[0 if offset else n - 1] = False
+    expected = _seq2seq_reference(phi, future, targets, mask)
+    torch.testing.assert_close(seq2seq_losses(phi, future, targets, mask), expected, atol=1e-5, rtol=1e-5)
+    single = seq2seq_losses(phi.float(), future.float(), targets, mask)
+    torch.testing.assert_close(single, expected.float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.3, 0.29, 0.5, 0.77, 1.0])
+@pytest.mark.parametrize("b,k", [(5, 4), (25, 4), (100, 1), (7, 3)])
+def test_selection_keeps_exactly_floor_lambda_b_k_smallest(fraction, b, k) -> None:
+    losses = torch.rand(b, k, generator=torch.Generator().manual_seed(b + k))
+    keep = select_smallest(losses, fraction)
+    count = math.floor(Fraction(str(fraction)) * b * k)
+    assert keep.shape == losses.shape and int(keep.sum()) == count
+    assert set(losses[keep].tolist()) == set(sorted(losses.flatten().tolist())[:count])
+
+
+def test_selection_ignores_invalid_entries() -> None:
+    losses = torch.tensor([[0.1, 5.0], [0.2, 0.3], [9.0, 0.4]])
+    valid = torch.tensor([[False, True], [True, True], [True, True]])
+    keep = select_smallest(losses, 0.4, valid)  # ⌊0.4 · 5⌋ = 2 of the 5 valid
+    assert keep.tolist() == [[False, False], [True, True], [False, False]]
+    with pytest.raises(ValueError):
+        select_smallest(losses, 1.5)
+
+
+# ---------------------------------------------------------------- sequence split
+
+def test_window_and_reversed_future() -> None:
+    items = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]])
+    start, length = torch.tensor([1, 0]), torch.tensor([3, 2])
+    assert window(items, start, length).tolist() == [[2, 3, 4], [6, 7, 0]]
+    # cut t = 2 for user 0 (T = 5): future x_{T:t+1} = x_5, x_4, x_3 -> the last column is x_{t+1}
+    assert window(items, torch.tensor([2, 1]), torch.tensor([3, 1]), reverse=True).tolist() == [[5, 4, 3], [7, 0, 0]]
+
+
+def test_cuts_are_inside_each_sequence() -> None:
+    torch.manual_seed(0)
+    lengths = torch.tensor([2, 3, 7, 1] * 500)
+    cuts = sample_cuts(lengths)
+    ok = (cuts >= 1) & ((cuts <= lengths - 1) | (lengths < 2))
+    assert bool(ok.all()) and set(cuts[lengths == 7].tolist()) == set(range(1, 7))
+
+
+# ---------------------------------------------------------------- the disentanglement layer
+
+def _encoded(model: DSS, items: torch.Tensor):
+    valid = items > 0
+    length = valid.sum(1, keepdim=True)
+    positions = (length - 1 - torch.arange(items.shape[1])).clamp(min=0)
+    return model.encoder(items, positions, valid), positions, valid
+
+
+def test_intention_weights_are_distributions_and_zero_on_padding() -> None:
+    model = _model().eval()
+    items = window(_batch()["items"], torch.zeros(8, dtype=torch.long), torch.tensor([1, 2, 3, 4, 5, 6, 7, 8]))
+    z, positions, valid = _encoded(model, items)
+    p_k = model.disentangle.category_weights(z)  # (B, L, K)
+    p_i = model.disentangle.position_weights(z, positions, valid)  # (B, L)
+    torch.testing.assert_close(p_k.sum(-1), torch.ones_like(p_k[..., 0]))
+    torch.testing.assert_close(p_i.sum(-1), torch.ones(8))
+    assert bool((p_i[~valid] == 0).all()) and bool((p_i[valid] > 0).all())
+
+
+@torch.no_grad()
+def test_disentanglement_matches_loops() -> None:
+    """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i) for one sequence, every equation written out."""
+    model = _model(seed=3).eval()
+    layer, d = model.disentangle, model.config.hidden_dim
+    items = torch.tensor([[3, 9, 4, 0, 0]])
+    z, positions, valid = _encoded(model, items)
+    t = 3
+    alpha = [layer.position_embedding.weight[t - 1 - i] for i in range(t)]  # α of each item, 0 = latest
+    query = layer.ln_4(alpha[t - 1] + z[0, t - 1] + layer.query_bias)
+    keys = []
+    for i in range(t):
+        k_tilde = layer.ln_3(alpha[i] + z[0, i])
+        keys.append(k_tilde + torch.relu(layer.key_transform.weight @ k_tilde + layer.key_transform.bias))
+    logits = [float(key @ query) / math.sqrt(d) for key in keys]
+    p_i = [math.exp(x) / sum(math.exp(y) for y in logits) for x in logits]
+    for k in range(model.config.num_intentions):
+        sims = [[float(layer.ln_1(z[0, i]) @ layer.ln_2(layer.prototypes[kk])) / math.sqrt(d)
+                 for kk in range(model.config.num_intentions)] for i in range(t)]
+        p_k = [math.exp(s[k]) / sum(math.exp(x) for x in s) for s in sims]
+        expected = layer.ln_5(layer.input_bias[k] + sum(p_k[i] * p_i[i] * z[0, i] for i in range(t)))
+        torch.testing.assert_close(layer(z, positions, valid)[0, k], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_future_uses_its_own_bias() -> None:
+    model = _model().eval()
+    items = _batch()["items"]
+    before_future, before_input = model.intentions(items, future=True), model.intentions(items)
+    with torch.no_grad():
+        model.disentangle.input_bias.add_(1.0)
+    torch.testing.assert_close(model.intentions(items, future=True), before_future, rtol=0, atol=0)
+    assert not torch.allclose(model.intentions(items), before_input)
+    with torch.no_grad():
+        model.disentangle.future_bias.add_(1.0)
+    assert not torch.allclose(model.intentions(items, future=True), before_future)
+
+
+def test_encoder_is_causal() -> None:
+    model = _model().eval()
+    items = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    z, _, _ = _encoded(model, items)
+    for i in range(5):
+        changed = items.clone()
+        changed[0, i + 1:] = torch.randint(1, INFO.num_items + 1, (5 - i,))
+        z_changed, _, _ = _encoded(model, changed)
+        torch.testing.assert_close(z_changed[0, : i + 1], z[0, : i + 1], atol=1e-6, rtol=0)
+        assert not torch.allclose(z_changed[0, i + 1:], z[0, i + 1:])
+
+
+# ---------------------------------------------------------------- the method contract
+
+def test_default_model_finite_loss_and_all_gradients() -> None:
+    model = _model()
+    out = model(_batch())
+    assert set(out) >= {"loss", "seq2item", "seq2seq"} and all(v.ndim == 0 for v in out.values())
+    assert torch.isfinite(out["loss"])
+    assert int(out["seq2seq_kept"]) == math.floor(0.5 * 8 * 4)
+    torch.testing.assert_close(out["loss"].detach(), out["seq2item"] + out["seq2seq"])
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+def test_lambda_zero_is_pure_seq2item() -> None:
+    model = _model(selection_fraction=0.0)
+    out = model(_batch())
+    assert float(out["seq2seq"]) == 0.0
+    torch.testing.assert_close(out["loss"].detach(), out["seq2item"])
+    out["loss"].backward()
+    assert model.disentangle.future_bias.grad is None
+
+
+def test_users_without_a_cut_are_left_out() -> None:
+    model = _model().eval()
+    batch = _batch(4)
+    short = {k: v.clone() for k, v in batch.items()}
+    short["items"][0, 1:] = 0
+    short["lengths"][0] = 1
+    out = model(short)
+    assert torch.isfinite(out["loss"]) and int(out["seq2seq_kept"]) == math.floor(0.5 * 3 * 4)
+    alone = {k: v[:1] for k, v in short.items()}
+    assert float(model(alone)["loss"].detach()) == 0.0
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and steady when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_overfits_one_tiny_batch(one_thread) -> None:
+    model = _model(dropout=0.0)
+    batch = _batch(8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(100):
+        torch.manual_seed(1)  # the same cuts t every step: one fixed batch of (u, t) samples
+        loss = model(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert last < 0.35 * first, (first, last)
+
+
+def test_embed_shape_deterministic_and_per_user() -> None:
+    model = _model()
+    batch = _batch(6, seed=1)
+    emb = model.embed(batch)
+    assert emb.shape == (6, model.representation_dim) == (6, 4 * 64)
+    assert model.training  # embed restores the mode it found
+    torch.testing.assert_close(model.embed(batch), emb, rtol=0, atol=0)
+    model.eval()
+    for u in range(6):
+        alone = {k: v[u: u + 1] for k, v in batch.items()}
+        alone["items"] = alone["items"][:, : int(alone["lengths"][0])]  # no padding at all
+        torch.testing.assert_close(model.embed(alone)[0], emb[u], atol=1e-5, rtol=1e-5)
+
+
+def test_embed_uses_the_most_recent_max_length_items() -> None:
+    model = _model(max_length=4).eval()
+    batch = _batch(8)
+    long = batch["lengths"] > 4
+    batch = {"items": batch["items"][long], "lengths": batch["lengths"][long]}
+    n = int(long.sum())
+    assert n >= 2
+    four = torch.full((n,), 4)
+    recent = {"items": window(batch["items"], batch["lengths"] - 4, four), "lengths": four}
+    torch.testing.assert_close(model.embed(batch), model.embed(recent))
+
+
+def test_score_items_is_max_over_intentions() -> None:
+    model = _model().eval()
+    batch = _batch(5)
+    phi = model.embed(batch).view(5, 4, 64)
+    ids = torch.tensor([0, 7, 49])
+    h = model.item_embedding.weight[ids + 1].detach()
+    expected = torch.tensor([[max(float(h[c] @ phi[b, k]) for k in range(4)) for c in range(3)] for b in range(5)])
+    torch.testing.assert_close(model.score_items(batch, ids), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.score_items(batch, ids.expand(5, 3)), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [dict(hidden_dim=0), dict(num_heads=3), dict(dropout=1.0), dict(num_intentions=0),
+                                 dict(selection_fraction=1.5), dict(selection_fraction=-0.1), dict(seq2seq_weight=-1.0),
+                                 dict(max_length=0), dict(lr=0.0), dict(batch_size=0), dict(num_layers=0)])
+def test_config_validation(bad) -> None:
+    with pytest.raises(ValueError):
+        DSSConfig(**bad)
+
+
+def test_config_from_dict_and_defaults() -> None:
+    config = from_dict(DSSConfig, {"num_intentions": 2, "selection_fraction": 0.25})
+    assert (config.num_intentions, config.selection_fraction, config.lr, config.batch_size) == (2, 0.25, 1e-3, 128)
+    with pytest.raises(ValueError):
+        from_dict(DSSConfig, {"lambda": 0.5})
+    assert DSS.name == "dss" and DSS.Config is DSSConfig
+    assert DSS(dataclasses.replace(config), INFO).max_length == INFO.max_sequence_length
