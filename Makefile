@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: setup
 	$(PY) -m raylurm.data prepare ml-1m
-	$(PY) -m raylurm.boi build --events ml-1m --out runs/ml-1m/boi
+	$(PY) -m raylurm.pretrain
 
 test: setup
 	$(PY) -m pytest tests

@@ -24,11 +24,12 @@ class MultiAnchorBoI(nn.Module):
     ``W^a ∈ R^{M×H}`` = ``anchor.weight``, ``W^p ∈ R^{H×H}`` = ``key.weight`` (no biases, as in
     the paper).
 
-    Only the non-zeros of ``b`` are touched: the rows ``W^e_j`` of the bag's ids are gathered once
-    (N, H) (so ``W^e`` gets one gradient scatter per call), α is computed for those rows only, and
-    the per-bag sums ``Σ_j (α_j b_j) ⊗ W^e_j`` are segment sums over the bags' offsets
-    (:func:`bag_outer_sums`). Nothing of width D and no ``(N, M, H)`` tensor is built: memory is
-    O(N·(M + H) + bags·M·H) for N non-zeros.
+    Only the non-zeros of ``b`` are touched: the rows ``W^e_j`` of the batch's distinct ids are
+    gathered once (U, H) (so ``W^e`` gets one gradient scatter of U rows per call), α is computed
+    for those U interests only (it depends on j alone), and the per-bag sums
+    ``Σ_j (α_j b_j) ⊗ W^e_j`` are segment sums over the bags' offsets (:func:`bag_outer_sums`).
+    Nothing of width D and no ``(N, M, H)`` tensor is built: memory is O(N·M + U·H + bags·M·H)
+    for N non-zeros.
 
     ``sparse=True`` gives ``W^e`` a sparse gradient (rows touched by the batch only). It then needs
     ``torch.optim.SparseAdam`` (or SGD) for ``W^e``: ``torch.optim.Adam`` rejects sparse gradients.
@@ -60,24 +61,31 @@ class MultiAnchorBoI(nn.Module):
         Returns:
             ``(bags, M, H)``: ``out[t, i] = r^i`` of bag ``t``.
         """
-        e = self.interest(ids)  # (N, H) rows W^e_j of the non-zeros
-        weights = self.attention(e) * values[:, None].to(e.dtype)  # (N, M) α_ij b_j
-        return F.relu(bag_outer_sums(weights, e, offsets))  # (bags, M, H) eq. 5
+        unique, inverse = torch.unique(ids, return_inverse=True)  # (U,), (N,): α_ij depends on j only
+        e = self.interest(unique)  # (U, H) rows W^e_j of the distinct interests
+        weights = self.attention(e)[inverse] * values[:, None].to(e.dtype)  # (N, M) α_ij b_j
+        return F.relu(bag_outer_sums(weights, e, inverse, offsets))  # (bags, M, H) eq. 5
 
 
-def bag_outer_sums(weights: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Per bag, ``Σ_{j ∈ bag} weights_j ⊗ rows_j``: (N, M), (N, H), offsets (bags,) -> (bags, M, H).
+def bag_outer_sums(weights: torch.Tensor, table: torch.Tensor, index: torch.Tensor,
+                   offsets: torch.Tensor) -> torch.Tensor:
+    """Per bag, ``Σ_{n ∈ bag} weights_n ⊗ table[index_n]``.
 
-    A segment sum of outer products without the (N, M, H) tensor: ONE ``embedding_bag`` over the N
-    rows repeated once per anchor (M·bags bags, anchor-major), ``per_sample_weights`` = column i
-    of ``weights`` for copy i. Empty bags give 0. (Tried: zero-padded bmm per power-of-two bag-size
-    bucket, which reads each row once; on an H100 it was 3x slower for small bags and 20x slower
-    for large ones, the padding's gather-backward being the bottleneck.)
+    Args:
+        weights: ``(N, M)`` one weight per non-zero and anchor.
+        table: ``(U, H)`` rows, read through ``index`` ``(N,)``.
+        offsets: ``(bags,)`` start of each bag among the N non-zeros.
+
+    Returns:
+        ``(bags, M, H)``; empty bags give 0. A segment sum of outer products without the (N, M, H)
+        tensor: ONE ``embedding_bag`` over ``index`` repeated once per anchor (M·bags bags,
+        anchor-major), ``per_sample_weights`` = column i of ``weights`` for copy i. (Tried: a
+        zero-padded bmm per power-of-two bag-size bucket, which reads each row once; on an H100 it
+        was 3x slower for small bags and 20x slower for large ones, its gather-backward the bottleneck.)
     """
-    n, m, bags = rows.shape[0], weights.shape[1], offsets.numel()
+    n, m, bags = index.numel(), weights.shape[1], offsets.numel()
     if n == 0 or bags == 0:
-        return rows.new_zeros(bags, m, rows.shape[1])
-    copies = torch.arange(n, device=rows.device).repeat(m)  # (M·N,) copy i serves anchor i
+        return table.new_zeros(bags, m, table.shape[1])
     copy_offsets = (offsets[None, :] + n * torch.arange(m, device=offsets.device)[:, None]).reshape(-1)  # (M·bags,)
-    sums = F.embedding_bag(copies, rows, copy_offsets, mode="sum", per_sample_weights=weights.T.reshape(-1))
+    sums = F.embedding_bag(index.repeat(m), table, copy_offsets, mode="sum", per_sample_weights=weights.T.reshape(-1))
     return sums.view(m, bags, -1).transpose(0, 1)  # (bags, M, H)

@@ -23,6 +23,7 @@ from raylurm import cli
 #: ``main(args) -> int``; registering a new benchmark is one line here.
 SUBCOMMANDS: dict[str, str] = {
     "boi": "raylurm.bench.boi",
+    "train": "raylurm.bench.train",
 }
 
 

@@ -215,7 +215,12 @@ class ProjectionHead(nn.Module):
 
 
 class LURM(nn.Module):
-    """SMEN over multi-scale BoI sequences (paper 000, §3.2); representation ``[r̂^1 … r̂^M]`` (M·H)."""
+    """SMEN over multi-scale BoI sequences (paper 000, §3.2); representation ``[r̂^1 … r̂^M]`` (M·H).
+
+    ``forward`` draws two random time windows per user (:func:`sample_windows`), encodes both
+    (eq. 5-7), projects them (eq. 8-9) and returns InfoNCE (eq. 2-3) with the other users of the
+    gathered batch as negatives. ``embed`` encodes the whole history, no windows, no head.
+    """
 
     name = "lurm"
     Config = LURMConfig
@@ -269,7 +274,8 @@ class LURM(nn.Module):
         """Two random windows per user -> head outputs h_a, h_b (B, M·H) and the kept fraction of bags."""
         keeps = [sample_windows(batch, self.scales, self.config.min_window_fraction) for _ in range(2)]
         r_hat = self.encode(batch, keeps)  # (2, B, M, H)
-        kept = torch.cat([keep[self.scales[0]] for keep in keeps]).float().mean()
+        kept = torch.cat([keep[self.scales[0]] for keep in keeps]).float()
+        kept = kept.sum() / max(kept.numel(), 1)  # share of the finest scale's bags inside a window
         h = self.head(r_hat.flatten(0, 1))  # (2B, M·H)
         h_a, h_b = h.chunk(2)
         return h_a, h_b, kept

@@ -111,15 +111,16 @@ def test_bag_outer_sums_matches_loops() -> None:
     sizes = [0, 1, 2, 3, 0, 5, 8, 9]  # empty bags at the start and inside; an empty last bag below
     n = sum(sizes)
     weights = torch.randn(n, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    rows = torch.randn(n, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 6, (n,), generator=g)  # repeats: several non-zeros read the same row
     offsets = torch.tensor([sum(sizes[:k]) for k in range(len(sizes))])
     expected = torch.zeros(len(sizes), 3, 4, dtype=torch.float64)
     for bag, start in enumerate(offsets.tolist()):
         for j in range(start, start + sizes[bag]):
-            expected[bag] += torch.outer(weights[j], rows[j]).detach()
-    torch.testing.assert_close(bag_outer_sums(weights, rows, offsets), expected)
-    torch.autograd.gradcheck(bag_outer_sums, (weights, rows, offsets))
-    last_empty = bag_outer_sums(weights, rows, torch.cat([offsets, torch.tensor([n])]))
+            expected[bag] += torch.outer(weights[j], table[index[j]]).detach()
+    torch.testing.assert_close(bag_outer_sums(weights, table, index, offsets), expected)
+    torch.autograd.gradcheck(bag_outer_sums, (weights, table, index, offsets))
+    last_empty = bag_outer_sums(weights, table, index, torch.cat([offsets, torch.tensor([n])]))
     assert last_empty.shape == (9, 3, 4) and (last_empty[-1] == 0).all()
 
 
@@ -127,7 +128,7 @@ def test_alpha_is_a_softmax_over_anchors() -> None:
     torch.manual_seed(2)
     module = MultiAnchorBoI(NUM_INTERESTS, num_anchors=5, hidden_dim=6)
     ids = torch.tensor([0, 7, 7, 39])
-    alpha = module.attention(module.interest(ids))  # (N, M)
+    alpha = module.attention(module.interest(ids))  # (N, M) for rows e = W^e[ids]
     assert alpha.shape == (4, 5)
     torch.testing.assert_close(alpha.sum(dim=1), torch.ones(4))  # each interest splits its mass over anchors
     assert not torch.allclose(alpha.sum(dim=0), torch.ones(5))

@@ -1,0 +1,167 @@
+"""``python -m raylurm.bench train`` — training throughput of the four methods.
+
+Three measurements, all on this machine, in one run:
+
+1. **users/s per method** at its paper batch size on synthetic BoI rows with D = ``--interests``
+   (10^5 by default): forward + backward + Adam step in one process, median of ``--steps``.
+2. **SMEN sparse vs dense**: LURM's multi-anchor module (eq. 5-6) as raylurm computes it (over
+   the non-zeros only) against the dense implementation a user would otherwise write
+   (materialise ``b ∈ R^{bags×D}``, ``α`` for all D interests, one einsum), forward + backward.
+3. **1 vs 2 Ray Train workers**: ``raylurm.pretrain.fit`` on a small synthetic BoI directory,
+   users/s reported by the training loop (the steady-state epoch, start-up excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.bench import common
+
+HELP = "training throughput: users/s per method (D = 1e5), SMEN sparse vs dense, 1 vs 2 Ray Train workers"
+SECTION = "## Training throughput (python -m raylurm.bench train)"
+PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
+
+
+def _info(num_interests: int, num_items: int) -> DataInfo:
+    return DataInfo(num_interests=num_interests, num_items=num_items, num_behaviors=3, scales=("month", "year"),
+                    max_sequence_length=50, item_category=tuple(i % 20 for i in range(num_items)), num_categories=20)
+
+
+def _time_steps(step, steps: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
+    from raylurm.methods import METHODS
+
+    torch.manual_seed(0)
+    cls = METHODS[method]
+    model = cls(cls.Config(), _info(num_interests, num_items))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch_size = cls.Config().batch_size
+    batch = collate(synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(batch)["loss"].backward()
+        optimizer.step()
+
+    seconds = _time_steps(step, steps)
+    return {"method": method, "batch": batch_size, "step_s": seconds, "users_per_s": batch_size / seconds}
+
+
+def dense_multi_anchor(module, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Eq. 5-6 the straightforward way: dense b (bags, D), α for every interest, one einsum."""
+    bags, d = len(offsets), module.interest.num_embeddings
+    bag_of = torch.repeat_interleave(torch.arange(bags), torch.diff(offsets, append=torch.tensor([len(ids)])))
+    b = torch.zeros(bags, d).index_put_((bag_of, ids), values, accumulate=True)  # (bags, D)
+    w = module.interest.weight  # (D, H)
+    alpha = torch.softmax(module.anchor(module.key(F.relu(w))), dim=1)  # (D, M)
+    return F.relu(torch.einsum("bd,dm,dh->bmh", b, alpha, w))  # (bags, M, H)
+
+
+def sparse_vs_dense(num_interests: int, steps: int, num_users: int = 64) -> dict:
+    from raylurm.encoders import MultiAnchorBoI
+
+    torch.manual_seed(0)
+    module = MultiAnchorBoI(num_interests, 10, 128)
+    batch = collate(synthetic_rows(num_users, num_interests, 10, max_periods=24, seed=2), scales=("month",))
+    args = (batch["month_ids"], batch["month_values"], batch["month_offsets"])
+    torch.testing.assert_close(module(*args), dense_multi_anchor(module, *args), atol=1e-4, rtol=1e-4)
+
+    def run(fn):
+        return lambda: (module.zero_grad(set_to_none=True), fn(*args).sum().backward())
+
+    sparse = _time_steps(run(module), steps)
+    dense = _time_steps(run(lambda *a: dense_multi_anchor(module, *a)), steps)
+    return {"bags": len(args[2]), "nonzeros": len(args[0]), "sparse_s": sparse, "dense_s": dense, "speedup": dense / sparse}
+
+
+def ray_workers(workers: list[int], users: int, epochs: int = 2) -> list[dict]:
+    """Users/s of LURM on Ray Train with 1 and 2 workers (the last epoch's figure, start-up excluded)."""
+    from raylurm.boi.build import BuildConfig, build
+    from raylurm.boi.item_embedding import ItemEmbeddingConfig
+    from raylurm.boi.pipeline import BoiConfig
+    from raylurm.boi.vocabulary import VocabularyConfig
+    from raylurm.data.synth import SynthConfig, generate
+    from raylurm.pretrain import fit
+    from raylurm.runtime import init_ray
+    from raylurm.train import TrainConfig
+
+    init_ray(num_cpus=max(workers) + 1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
+        root = Path(tmp)
+        generate(SynthConfig(users=users, years=3, items=2000, seed=0), root / "data", progress=False)
+        build(root / "data", root / "boi", BuildConfig(embedding=ItemEmbeddingConfig(method="cooccurrence", dim=32),
+                                                      vocabulary=VocabularyConfig(num_interests=200),
+                                                      boi=BoiConfig(on_unknown_items="skip")), progress=False)
+        for n in workers:
+            train = TrainConfig(method="lurm", epochs=epochs, num_workers=n, batch_size=64)
+            result = fit(root / "boi", train, ["num_anchors=4", "hidden_dim=64"], name=f"w{n}", storage_path=str(root / "runs"))
+            rows.append({"workers": n, "users_per_s": result.metrics["users_per_second"]})
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interests", type=float, default=1e5, help="D for the per-method and sparse/dense runs")
+    parser.add_argument("--items", type=int, default=3_700, help="catalogue size for the sequence methods")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
+    parser.add_argument("--methods", default="lurm,atrank,dss,adaptssr", help="comma-separated methods")
+    parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to compare ('' to skip)")
+    parser.add_argument("--ray-users", type=int, default=2_000, help="synthetic users for the Ray Train comparison")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+
+
+def main(args: argparse.Namespace) -> int:
+    d = int(args.interests)
+    per_method = [method_throughput(m, d, args.items, args.steps) for m in args.methods.split(",") if m]
+    ratio = sparse_vs_dense(d, args.steps)
+    workers = [int(w) for w in args.workers.split(",") if w]
+    scaling = ray_workers(workers, args.ray_users) if workers else []
+    body = _report(args, d, per_method, ratio, scaling)
+    print(body)
+    if not args.no_report:
+        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    return 0
+
+
+def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dict]) -> str:
+    machine = common.machine_info()
+    parts = [
+        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['train']))}`  ",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
+        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
+        f"Versions: {common.versions(['torch', 'ray'])}",
+        "",
+        f"**Per method**, D = {d:,} interests, {args.items:,} items, paper batch sizes, one process, CPU:",
+        "",
+        common.markdown_table(["method", "batch", "step (s)", "users/s"],
+                              [[r["method"], r["batch"], f"{r['step_s']:.3f}", f"{r['users_per_s']:.0f}"] for r in per_method]),
+        "",
+        f"**SMEN multi-anchor module (eq. 5-6), sparse vs dense**, D = {d:,}, M = 10, H = 128, "
+        f"{ratio['bags']} bags / {ratio['nonzeros']} non-zeros, forward + backward: sparse {ratio['sparse_s'] * 1e3:.1f} ms, "
+        f"dense {ratio['dense_s'] * 1e3:.1f} ms — **{ratio['speedup']:.0f}× faster sparse** (same outputs, checked).",
+    ]
+    if scaling:
+        base = scaling[0]["users_per_s"]
+        parts += ["", "**Ray Train, LURM (M = 4, H = 64, batch 64 per worker), users/s of the last epoch:**", "",
+                  common.markdown_table(["workers", "users/s", "vs 1 worker"],
+                                        [[r["workers"], f"{r['users_per_s']:.0f}", f"{r['users_per_s'] / base:.2f}×"] for r in scaling])]
+    return "\n".join(parts)
