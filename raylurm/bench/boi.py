@@ -300,8 +300,8 @@ class Measurement:
     runs: list[dict] = dataclasses.field(default_factory=list)  # the children's results: wall_s, max_rss, ray_*
     tree_pss: int = 0  # sampled peak of the summed PSS of the child's process tree
     processes: int = 0
-    peak_load: float = 0.0  # highest 1-minute load average while it ran
     sampler_cpu_s: float = 0.0  # CPU seconds the memory sampler used, over all runs
+    other_cpu_s: float = 0.0  # CPU seconds other processes on the machine used during the runs
     elapsed_s: float = 0.0  # wall seconds of the child processes, over all runs
     users: int | None = None
     cells: int | None = None
@@ -309,6 +309,11 @@ class Measurement:
     @property
     def ok(self) -> bool:
         return self.status == "ok" and bool(self.runs)
+
+    @property
+    def contention(self) -> float:
+        """Cores' worth of CPU that other jobs used while this engine ran (0 on an otherwise idle machine)."""
+        return self.other_cpu_s / self.elapsed_s if self.elapsed_s else 0.0
 
     @property
     def median_run(self) -> dict:
@@ -377,8 +382,8 @@ def _run_once(engine: str, dataset: Path, vocabulary: Path, workdir: Path, timeo
 def _record(m: Measurement, run: common.ChildRun) -> None:
     m.status = run.status
     m.tree_pss, m.processes = max(m.tree_pss, run.memory.peak_pss), max(m.processes, run.memory.peak_processes)
-    m.peak_load = max(m.peak_load, run.memory.peak_load)
     m.sampler_cpu_s, m.elapsed_s = m.sampler_cpu_s + run.memory.sampler_cpu_s, m.elapsed_s + run.elapsed_s
+    m.other_cpu_s += run.memory.other_cpu_s
     if run.status == "ok":
         m.runs.append(run.result)
 
@@ -462,7 +467,7 @@ def _best_single(row: Sequence[Measurement]) -> Measurement | None:
 
 def table(results: Results) -> str:
     headers = ["events", "engine", "D", "wall (s)", "events/s", "peak memory (GiB)", "Σ PSS sampled (GiB)",
-               "users", "cells", "throughput vs best 1-process", "max load avg"]
+               "users", "cells", "throughput vs best 1-process", "other jobs (cores)"]
     rows = []
     for row in results.sizes:
         best = _best_single(row)
@@ -474,10 +479,10 @@ def table(results: Results) -> str:
 def _table_row(m: Measurement, best: Measurement | None) -> list[str]:
     if not m.ok:
         return [f"{m.events:,}", m.engine, f"{m.interests:,}", m.status, "–", "–", _gib(m.tree_pss), "–", "–", "–",
-                f"{m.peak_load:.1f}"]
+                f"{m.contention:.1f}"]
     ratio = f"{m.throughput / best.throughput:.2f}×" if best else "–"
     return [f"{m.events:,}", m.engine, f"{m.interests:,}", f"{m.wall_s:.1f}", f"{m.throughput:,.0f}",
-            _gib(m.peak_memory), _gib(m.tree_pss), f"{m.users:,}", f"{m.cells:,}", ratio, f"{m.peak_load:.1f}"]
+            _gib(m.peak_memory), _gib(m.tree_pss), f"{m.users:,}", f"{m.cells:,}", ratio, f"{m.contention:.1f}"]
 
 
 def ratio_lines(results: Results) -> list[str]:
@@ -570,8 +575,9 @@ def render_section(results: Results, command: str, machine: dict, package_versio
         f"Command: `{command}`",
         f"Machine: {machine['cpu']}, {machine['cores']} logical cores, {machine['ram_gib']:.1f} GiB RAM, Python "
         f"{machine['python']}. A shared machine: the 1-minute load average was {machine['load_average']:.1f} when the "
-        "run started, and the *max load avg* column gives the highest seen during each engine's runs; above the core "
-        "count, other jobs were competing for the CPUs and that row's time is inflated.",
+        "run started, and the *other jobs* column gives the CPU that processes outside the benchmark used while each "
+        f"engine ran, in cores on average (machine busy time minus the measured process tree's and the sampler's); "
+        f"anything well above 0 on {machine['cores']} cores means that row's time is inflated by competition.",
         f"Date: {machine['date_utc']}. Versions: " + ", ".join(f"{k} {v}" for k, v in package_versions.items()) + ".",
         "Data: synthetic events from `raylurm.data.synth` (not uniformly random events as in RAY_NOTES: users have "
         f"heavy-tailed activity, Zipf item popularity and drifting topics), {data['years']} years so months vary, "

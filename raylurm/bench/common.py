@@ -39,14 +39,20 @@ GIB = float(1 << 30)
 
 @dataclasses.dataclass
 class TreeMemory:
-    """Peaks over the samples of a process tree (bytes); ``samples`` = how many were taken."""
+    """What the sampler saw of a process tree: memory peaks (bytes) and CPU use (seconds)."""
 
     peak_pss: int = 0
     peak_rss: int = 0
     peak_processes: int = 0
     samples: int = 0
-    peak_load: float = 0.0  # highest 1-minute load average seen (other jobs share the machine)
+    tree_cpu_s: float = 0.0  # CPU time of the tree's processes (last sample of each; exits between samples lose < 1 interval)
+    machine_cpu_s: float = 0.0  # busy CPU time of the whole machine over the same period
     sampler_cpu_s: float = 0.0  # CPU time the sampling itself used (it shares the machine with the child)
+
+    @property
+    def other_cpu_s(self) -> float:
+        """CPU time of everything else on the machine: other jobs competing with the measured run."""
+        return max(0.0, self.machine_cpu_s - self.tree_cpu_s - self.sampler_cpu_s)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -57,41 +63,56 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def sample_tree(pid: int) -> tuple[int, int, int]:
-    """(sum of PSS, sum of RSS, process count) of ``pid`` and all its descendants, now."""
+def sample_tree(pid: int, cpu: dict[tuple[int, float], float] | None = None) -> tuple[int, int, int]:
+    """(sum of PSS, sum of RSS, process count) of ``pid`` and all its descendants, now.
+
+    If ``cpu`` is given, each process's CPU seconds so far are stored in it, keyed by (pid, start time).
+    """
     pss = rss = count = 0
     for proc in _tree(pid):
         try:
-            info = proc.memory_full_info()
+            with proc.oneshot():
+                info = proc.memory_full_info()
+                if cpu is not None:
+                    times = proc.cpu_times()
+                    cpu[(proc.pid, proc.create_time())] = times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         pss, rss, count = pss + getattr(info, "pss", info.rss), rss + info.rss, count + 1
     return pss, rss, count
 
 
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
 class TreeSampler:
-    """Background thread that records the peak memory of a process tree until stopped."""
+    """Background thread that records a process tree's peak memory and CPU use until stopped."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         self.pid, self.interval, self.memory = pid, interval, TreeMemory()
+        self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
 
     def __enter__(self) -> "TreeSampler":
+        self._busy_at_start = _machine_busy_s()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        m = self.memory
+        m.machine_cpu_s, m.tree_cpu_s = _machine_busy_s() - self._busy_at_start, sum(self._cpu.values())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            pss, rss, count = sample_tree(self.pid)
+            pss, rss, count = sample_tree(self.pid, self._cpu)
             m = self.memory
             m.peak_pss, m.peak_rss = max(m.peak_pss, pss), max(m.peak_rss, rss)
             m.peak_processes, m.samples = max(m.peak_processes, count), m.samples + 1
-            m.peak_load = max(m.peak_load, os.getloadavg()[0])
             m.sampler_cpu_s = time.thread_time()
             self._stop.wait(self.interval)
 

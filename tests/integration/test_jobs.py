@@ -31,11 +31,16 @@ def _free_port() -> int:
 def head():
     """A `ray start --head --block` process; terminating it stops exactly the processes it started."""
     tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": tmp}
+    # As a user with the project's venv activated: `python` in a job's entrypoint is the venv's.
+    env = {**os.environ, "RAY_TMPDIR": tmp, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     gcs, dashboard = _free_port(), _free_port()
+    # Every agent port explicit and free: the defaults (e.g. the agent's 52365) collide with any other
+    # Ray on this machine, such as the test session's own runtime, and the job agent then never registers.
+    agents = [f"--{flag}={_free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                      "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port")]
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-         f"--port={gcs}", f"--dashboard-port={dashboard}", "--include-dashboard=true", f"--temp-dir={tmp}"],
+         f"--port={gcs}", f"--dashboard-port={dashboard}", "--include-dashboard=true", f"--temp-dir={tmp}", *agents],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     address = f"http://127.0.0.1:{dashboard}"
     _wait_for_jobs_api(address, proc)
@@ -64,8 +69,14 @@ def _wait_for_jobs_api(address: str, proc: subprocess.Popen, timeout: float = 12
 
 
 def _submit(address: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent has not registered yet (it lags the jobs API)."""
     cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--", "python", "-m", "raylurm.pretrain", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    deadline = time.monotonic() + 180
+    while True:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        if "No available agent" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+            return proc
+        time.sleep(2)
 
 
 def test_job_submit_trains_and_streams_logs(head, boi_dir, tmp_path):  # noqa: F811
