@@ -170,7 +170,9 @@ def build_duckdb(dataset: Path, vocabulary: Path, out: Path) -> None:
         con.execute(sql)
 
 
-BUILDERS: dict[str, Callable[[Path, Path, Path], None]] = {"ray": build_ray, "polars": build_polars, "duckdb": build_duckdb}
+BUILDERS: dict[str, Callable[[Path, Path, Path], None]] = {
+    "ray": build_ray, "polars": build_polars, "duckdb": build_duckdb,
+}
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -178,7 +180,8 @@ BUILDERS: dict[str, Callable[[Path, Path, Path], None]] = {"ray": build_ray, "po
 
 def read_cells(out: Path) -> pa.Table:
     """An engine's output flattened to (user_id, month, interest, value), sorted by the first three."""
-    table = pads.dataset(out, format="parquet").to_table(columns=["user_id", "month_periods", "month_ids", "month_values"])
+    columns = ["user_id", "month_periods", "month_ids", "month_values"]
+    table = pads.dataset(out, format="parquet").to_table(columns=columns)
     periods = pc.list_value_length(table["month_periods"]).to_numpy(zero_copy_only=False)
     ids = pc.list_flatten(table["month_ids"])
     per_period = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
@@ -260,7 +263,8 @@ def ray_stages(started: float) -> list[dict]:
         if event.get("ph") != "X" or label is None:
             continue
         begin, busy = event["ts"] / 1e6 - started, event["dur"] / 1e6
-        st = stages.setdefault(label, {"stage": label, "tasks": 0, "busy_s": 0.0, "start_s": begin, "end_s": begin + busy})
+        st = stages.setdefault(label, {"stage": label, "tasks": 0, "busy_s": 0.0,
+                                       "start_s": begin, "end_s": begin + busy})
         st["tasks"], st["busy_s"] = st["tasks"] + 1, st["busy_s"] + busy
         st["start_s"], st["end_s"] = min(st["start_s"], begin), max(st["end_s"], begin + busy)
     return sorted(stages.values(), key=lambda st: st["start_s"])
@@ -291,17 +295,21 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
 @dataclasses.dataclass
 class Measurement:
-    """One engine at one size and D over ``repeat`` runs: the median run's time and stages, the largest peaks."""
+    """One engine at one size and D over ``repeat`` runs.
+
+    Time, stages and contention come from the fastest run: on a shared machine other jobs only
+    ever add time, so the fastest run is the best estimate of the engine's own cost. Peak memory
+    is the largest over all runs.
+    """
 
     engine: str
     events: int
     interests: int
     status: str = "ok"
-    runs: list[dict] = dataclasses.field(default_factory=list)  # the children's results: wall_s, max_rss, ray_*
+    runs: list[dict] = dataclasses.field(default_factory=list)  # per run: wall_s, max_rss, other_cpu_s, …
     tree_pss: int = 0  # sampled peak of the summed PSS of the child's process tree
     processes: int = 0
     sampler_cpu_s: float = 0.0  # CPU seconds the memory sampler used, over all runs
-    other_cpu_s: float = 0.0  # CPU seconds other processes on the machine used during the runs
     elapsed_s: float = 0.0  # wall seconds of the child processes, over all runs
     users: int | None = None
     cells: int | None = None
@@ -311,23 +319,22 @@ class Measurement:
         return self.status == "ok" and bool(self.runs)
 
     @property
-    def contention(self) -> float:
-        """Cores' worth of CPU that other jobs used while this engine ran (0 on an otherwise idle machine)."""
-        return self.other_cpu_s / self.elapsed_s if self.elapsed_s else 0.0
-
-    @property
-    def median_run(self) -> dict:
-        """The run whose wall time is the median (the lower middle one for an even count)."""
-        ordered = sorted(self.runs, key=lambda r: r["wall_s"])
-        return ordered[(len(ordered) - 1) // 2]
+    def best_run(self) -> dict:
+        return min(self.runs, key=lambda r: r["wall_s"])
 
     @property
     def wall_s(self) -> float:
-        return self.median_run["wall_s"]
+        return self.best_run["wall_s"]
 
     @property
     def throughput(self) -> float:
         return self.events / self.wall_s
+
+    @property
+    def contention(self) -> float:
+        """Cores' worth of CPU that other jobs used during the fastest run (0 on an otherwise idle machine)."""
+        run = self.best_run
+        return run["other_cpu_s"] / run["elapsed_s"] if run["elapsed_s"] else 0.0
 
     @property
     def child_max_rss(self) -> int:
@@ -341,11 +348,11 @@ class Measurement:
 
     @property
     def ray_data_s(self) -> float | None:
-        return self.median_run.get("ray_data_s") if self.runs else None
+        return self.best_run.get("ray_data_s") if self.runs else None
 
     @property
     def ray_stages(self) -> list[dict]:
-        return self.median_run.get("ray_stages", []) if self.runs else []
+        return self.best_run.get("ray_stages", []) if self.runs else []
 
 
 def measure(engines: Sequence[str], dataset: Path, vocabulary: Path, workdir: Path, timeout_s: float,
@@ -362,7 +369,8 @@ def measure(engines: Sequence[str], dataset: Path, vocabulary: Path, workdir: Pa
     for m in row:
         if m.ok:
             m.users, m.cells = output_counts(out_dir(workdir, dataset, vocabulary, m.engine))
-            log.info("%s: %.1f s, %.0f events/s, peak %.2f GiB", m.engine, m.wall_s, m.throughput, m.peak_memory / common.GIB)
+            log.info("%s: %.1f s, %.0f events/s, peak %.2f GiB",
+                     m.engine, m.wall_s, m.throughput, m.peak_memory / common.GIB)
     return row
 
 
@@ -375,7 +383,8 @@ def _run_once(engine: str, dataset: Path, vocabulary: Path, workdir: Path, timeo
             "--vocabulary", str(vocabulary), "--out", str(out), "--result", str(result)]
     run = common.run_child(argv, result, timeout_s)
     if run.status != "ok":
-        log.warning("%s %s after %.0f s%s", engine, run.status, run.elapsed_s, f":\n{run.stderr_tail}" if run.stderr_tail else "")
+        tail = f":\n{run.stderr_tail}" if run.stderr_tail else ""
+        log.warning("%s %s after %.0f s%s", engine, run.status, run.elapsed_s, tail)
     return run
 
 
@@ -383,9 +392,8 @@ def _record(m: Measurement, run: common.ChildRun) -> None:
     m.status = run.status
     m.tree_pss, m.processes = max(m.tree_pss, run.memory.peak_pss), max(m.processes, run.memory.peak_processes)
     m.sampler_cpu_s, m.elapsed_s = m.sampler_cpu_s + run.memory.sampler_cpu_s, m.elapsed_s + run.elapsed_s
-    m.other_cpu_s += run.memory.other_cpu_s
     if run.status == "ok":
-        m.runs.append(run.result)
+        m.runs.append({**run.result, "other_cpu_s": run.memory.other_cpu_s, "elapsed_s": run.elapsed_s})
 
 
 def out_dir(workdir: Path, dataset: Path, vocabulary: Path, engine: str) -> Path:
@@ -478,8 +486,7 @@ def table(results: Results) -> str:
 
 def _table_row(m: Measurement, best: Measurement | None) -> list[str]:
     if not m.ok:
-        return [f"{m.events:,}", m.engine, f"{m.interests:,}", m.status, "–", "–", _gib(m.tree_pss), "–", "–", "–",
-                f"{m.contention:.1f}"]
+        return [f"{m.events:,}", m.engine, f"{m.interests:,}", m.status, "–", "–", _gib(m.tree_pss)] + ["–"] * 4
     ratio = f"{m.throughput / best.throughput:.2f}×" if best else "–"
     return [f"{m.events:,}", m.engine, f"{m.interests:,}", f"{m.wall_s:.1f}", f"{m.throughput:,.0f}",
             _gib(m.peak_memory), _gib(m.tree_pss), f"{m.users:,}", f"{m.cells:,}", ratio, f"{m.contention:.1f}"]
@@ -500,20 +507,22 @@ def ratio_lines(results: Results) -> list[str]:
                                  f"{best.engine} took {best.wall_s:.1f} s.")
     for a, b in zip(results.memory_check, results.memory_check[1:]):
         if a.ok and b.ok:
-            lines.append(f"- Peak memory vs D (Ray, {a.events:,} events): D = {a.interests:,} → {_gib(a.peak_memory)} GiB, "
-                         f"D = {b.interests:,} → {_gib(b.peak_memory)} GiB (wall {a.wall_s:.1f} s vs {b.wall_s:.1f} s).")
+            lines.append(f"- Peak memory vs D (Ray, {a.events:,} events): D = {a.interests:,} → "
+                         f"{_gib(a.peak_memory)} GiB, D = {b.interests:,} → {_gib(b.peak_memory)} GiB "
+                         f"(wall {a.wall_s:.1f} s vs {b.wall_s:.1f} s).")
     return lines
 
 
 def stage_table(results: Results) -> str:
-    """Ray's Data stages per size, from ``ray.timeline()`` of the median run: tasks, busy time, span."""
+    """Ray's Data stages per size, from ``ray.timeline()`` of the fastest run: tasks, busy time, span."""
     rows = []
     for m in (m for row in results.sizes for m in row if m.engine == "ray" and m.ok):
         for st in m.ray_stages:
             rows.append([f"{m.events:,}", st["stage"], st["tasks"], f"{st['busy_s']:.1f}",
                          f"{st['start_s']:.1f} – {st['end_s']:.1f}"])
         rows.append([f"{m.events:,}", "*whole build (wall)*", "", "", f"0 – {m.wall_s:.1f}"])
-    return common.markdown_table(["events", "Ray stage", "tasks", "busy (s)", "span (s after start)"], rows) if rows else ""
+    headers = ["events", "Ray stage", "tasks", "busy (s)", "span (s after start)"]
+    return common.markdown_table(headers, rows) if rows else ""
 
 
 def _covered(stages: Sequence[dict], wall: float) -> float:
@@ -561,10 +570,11 @@ def _stage_sentence(m: Measurement, cores: int) -> str:
     busy = sum(st["busy_s"] for st in m.ray_stages)
     idle = m.wall_s - _covered(m.ray_stages, m.wall_s)
     top = max(m.ray_stages, key=lambda st: st["busy_s"])
-    data = (f"Ray Data's executor ran for {m.ray_data_s:.1f} s of the build, the rest is driver-side work in `build_boi`; "
-            if m.ray_data_s else "")
-    return (f"At {m.events:,} events the stage tasks were busy {busy:.1f} s in a {m.wall_s:.1f} s build on {cores} cores "
-            f"({100 * busy / (m.wall_s * cores):.0f}% of the CPU time); {data}for {idle:.1f} s no stage task ran at all "
+    data = (f"Ray Data's executor ran for {m.ray_data_s:.1f} s of the build, the rest is driver-side work in "
+            "`build_boi`; " if m.ray_data_s else "")
+    return (f"At {m.events:,} events the stage tasks were busy {busy:.1f} s in a {m.wall_s:.1f} s build on {cores} "
+            f"cores ({100 * busy / (m.wall_s * cores):.0f}% of the CPU time); {data}for {idle:.1f} s no stage task ran "
+            "at all "
             f"(Ray Data start-up, worker processes starting, hand-over between stages, which run one after another "
             f"rather than overlapped), and the largest stage is {top['stage']} ({top['busy_s']:.1f} s busy).")
 
@@ -585,13 +595,15 @@ def render_section(results: Results, command: str, machine: dict, package_versio
             f"{d['counts']['events']:,} events, {d['counts']['users']:,} users" for d in results.datasets) + ". "
         "Vocabulary: a seeded random hard assignment item → interest (no k-means), zero centroids of dimension "
         f"{CENTROID_DIM}.",
-        "Work: join events to interests, count per user × UTC month × interest, value = log1p(count), nested per-user "
-        "lists, written to Parquet; Ray runs `build_boi` with `BoiConfig(scales=(\"month\",), sequences=False)`, "
-        "polars one lazy query on its streaming engine, DuckDB one SQL statement.",
+        "Work: join events to interests, count per user × UTC month × interest, value = log1p(count), nested "
+        "per-user lists, written to Parquet; Ray runs `build_boi` with "
+        "`BoiConfig(scales=(\"month\",), sequences=False)`, polars one lazy query on its streaming engine, DuckDB one "
+        "SQL statement.",
         "Equality (checked before anything is reported; a mismatch aborts the benchmark): "
         + "; ".join(results.verification) + ".",
         "Measurement: each engine in its own fresh process; wall time end to end including reading and writing Parquet "
-        "(for Ray excluding `ray.init`, including everything else); median of the repeats. Peak memory: "
+        "(for Ray excluding `ray.init`, including everything else); the fastest of the repeats, which run "
+        "round-robin (other jobs only add time). Peak memory, the largest over the repeats: "
         "`ru_maxrss` of the process for polars and DuckDB; for Ray the peak, sampled every 0.2 s, of the summed PSS "
         "(proportional set size) of the driver and every process it started (GCS, raylet, workers), which counts the "
         "shared-memory object store and shared libraries once. The Σ PSS column is that sample for every engine. "
@@ -615,8 +627,8 @@ def _sampler_cost(results: Results) -> str:
 
 def _stage_part(results: Results) -> str:
     stages = stage_table(results)
-    return ("Where Ray's time goes (`ray.timeline()` of the median run; busy = summed task time, span = first start to "
-            "last end, in seconds after `build_boi` was called):\n\n" + stages) if stages else ""
+    return ("Where Ray's time goes (`ray.timeline()` of the fastest run; busy = summed task time, span = first "
+            "start to last end, in seconds after `build_boi` was called):\n\n" + stages) if stages else ""
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -660,8 +672,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", type=parse_engines, default=list(ENGINES),
                         help=f"comma-separated subset of {','.join(ENGINES)} (default: all)")
     parser.add_argument("--memory-check-interests", type=lambda s: int(float(s)), default=1000,
-                        help="also run Ray at the smallest size with this D to show peak memory vs D (0: skip; default 1e3)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per engine and size; the median run is reported")
+                        help="also run Ray at the smallest size with this D to show peak memory vs D "
+                             "(0: skip; default 1e3)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per engine and size, round-robin; the fastest is reported (default 1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per engine run (default 900)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"),
                         help="Markdown file whose BoI section is replaced or appended (default BENCHMARKS.md)")

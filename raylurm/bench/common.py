@@ -45,7 +45,7 @@ class TreeMemory:
     peak_rss: int = 0
     peak_processes: int = 0
     samples: int = 0
-    tree_cpu_s: float = 0.0  # CPU time of the tree's processes (last sample of each; exits between samples lose < 1 interval)
+    tree_cpu_s: float = 0.0  # CPU time of the tree's processes (from the last sample of each process)
     machine_cpu_s: float = 0.0  # busy CPU time of the whole machine over the same period
     sampler_cpu_s: float = 0.0  # CPU time the sampling itself used (it shares the machine with the child)
 
@@ -84,7 +84,8 @@ def sample_tree(pid: int, cpu: dict[tuple[int, float], float] | None = None) -> 
 
 def _machine_busy_s() -> float:
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)  # guest is in user
 
 
 class TreeSampler:

@@ -164,4 +164,7 @@ def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dic
         parts += ["", "**Ray Train, LURM (M = 4, H = 64, batch 64 per worker), users/s of the last epoch:**", "",
                   common.markdown_table(["workers", "users/s", "vs 1 worker"],
                                         [[r["workers"], f"{r['users_per_s']:.0f}", f"{r['users_per_s'] / base:.2f}×"] for r in scaling])]
+    parts += ["", "Ratios (sparse/dense, 2/1 workers) come from one run on one machine; absolute users/s depend on the "
+              "load average recorded above (on a 2-core machine, two Ray Train workers share the cores with Ray's own "
+              "processes, so 2 workers cannot approach 2×; the gathered in-batch negatives also double per step)."]
     return "\n".join(parts)

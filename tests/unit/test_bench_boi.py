@@ -65,7 +65,8 @@ def test_random_vocabulary_is_seeded_hard_and_in_range():
 def test_replace_section_replaces_or_appends_and_keeps_the_rest():
     doc = "# T\n\nintro\n\n## A\n\nold a\n\n## B\n\nb text\n"
     replaced = common.replace_section(doc, "## A", "new a")
-    assert "old a" not in replaced and "new a" in replaced and "## B\n\nb text" in replaced and replaced.startswith("# T")
+    assert "old a" not in replaced and "new a" in replaced
+    assert "## B\n\nb text" in replaced and replaced.startswith("# T")
     appended = common.replace_section(doc, "## C", "c text")
     assert appended.startswith(doc.rstrip("\n")) and appended.endswith("## C\n\nc text\n")
     assert common.replace_section(replaced, "## A", "new a") == replaced
