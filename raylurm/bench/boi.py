@@ -279,9 +279,10 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(-1)
     captured = _start_ray() if args.engine == "ray" else None  # ray.init is not timed
-    started_epoch, started = time.time(), time.perf_counter()
+    started_epoch, started, cpu = time.time(), time.perf_counter(), time.process_time()
     BUILDERS[args.engine](args.dataset, args.vocabulary, args.out)
-    result = {"wall_s": time.perf_counter() - started, "max_rss": common.max_rss_bytes()}
+    result = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,  # this process, all threads
+              "max_rss": common.max_rss_bytes()}
     if captured is not None:  # after the clock stopped
         result["ray_data_s"] = _ray_data_seconds(captured.messages)
         result["ray_stages"] = ray_stages(started_epoch)
@@ -534,15 +535,19 @@ def _covered(stages: Sequence[dict], wall: float) -> float:
     return covered
 
 
+QUIET = 0.3  # "other jobs" (cores) below which a run counts as unperturbed
+
+
 def interpretation(results: Results) -> list[str]:
     """Sentences computed from the figures: Ray's fixed vs per-event cost, and what more cores would buy."""
     rays = [m for row in results.sizes for m in row if m.engine == "ray" and m.ok]
     best = [b for b in (_best_single(row) for row in results.sizes) if b is not None]
-    cores, out = os.cpu_count() or 1, []
-    if len(rays) >= 2 and rays[-1].events > rays[0].events:
-        out += _fit_sentences(rays[0], rays[-1], best[-1] if best else None, cores)
+    out = []
     if rays and rays[-1].ray_stages:
-        out.append(_stage_sentence(rays[-1], cores))
+        ref = next((b for b in best if b.events == rays[-1].events), None)
+        out += _stage_sentences(rays[-1], ref, os.cpu_count() or 1)
+    if len(rays) >= 2 and rays[-1].events > rays[0].events:
+        out.append(_fit_sentence(rays[0], rays[-1]))
     out.append("More nodes divide the per-event work (read + EventMapper, the hash shuffle by user, `build_user_rows` "
                "and the Parquet write are all parallel by file or user partition) but not the start-up, and they add "
                "network transfer to the shuffle; on one small machine Ray only pays its overhead, its case is data "
@@ -550,33 +555,37 @@ def interpretation(results: Results) -> list[str]:
     return out
 
 
-def _fit_sentences(small: Measurement, large: Measurement, ref: Measurement | None, cores: int) -> list[str]:
-    """Fixed vs per-event cost from a straight line through Ray's smallest and largest size."""
-    per_event = (large.wall_s - small.wall_s) / (large.events - small.events)
-    if per_event <= 0:
-        return [f"Ray took no longer at {large.events:,} than at {small.events:,} events: its time here is start-up "
-                f"overhead and noise, and a per-event cost cannot be separated."]
-    fixed = small.wall_s - per_event * small.events
-    out = [f"A straight line through Ray's two sizes gives about {fixed:.1f} s of fixed cost plus "
-           f"{per_event * 1e6:.2f} µs per event (a marginal {1 / per_event:,.0f} events/s on {cores} cores)."]
-    if ref is not None:
-        out.append(f"{ref.engine} does the whole job at {ref.throughput:,.0f} events/s in one process, so with perfect "
-                   f"scaling of that per-event part Ray would need about {ref.throughput * per_event:.1f}× these "
-                   f"{cores} cores to match it, before the fixed cost.")
+def _stage_sentences(m: Measurement, ref: Measurement | None, cores: int) -> list[str]:
+    """Fixed part (no per-event stage running) vs per-event work, from the stages of Ray's largest run."""
+    work = [st for st in m.ray_stages if st["stage"] != RAY_STAGES["map_operator._map_task"]]
+    busy = sum(st["busy_s"] for st in work)
+    fixed = m.wall_s - _covered(work, m.wall_s)
+    top = max(work, key=lambda st: st["busy_s"]) if work else None
+    out = [f"At {m.events:,} events, {fixed:.1f} s of Ray's {m.wall_s:.1f} s passed with no per-event stage running "
+           "(Ray Data start-up, the ListFiles task, worker processes starting, and hand-over between the stages, which "
+           f"run one after another rather than overlapped); the per-event stages' tasks were busy {busy:.1f} s "
+           f"({busy / m.events * 1e6:.2f} µs per event, {100 * busy / (m.wall_s * cores):.0f}% of the {cores} cores' "
+           "time)" + (f", most of it in {top['stage']} ({top['busy_s']:.1f} s)." if top else ".")]
+    if ref is not None and ref.best_run.get("cpu_s"):
+        per_event = ref.best_run["cpu_s"] / ref.events * 1e6
+        ratio = busy / ref.best_run["cpu_s"]
+        out.append(f"{ref.engine} used {per_event:.2f} µs of CPU per event (all its threads), so Ray does about "
+                   f"{ratio:.1f}× {ref.engine}'s work per event: with perfect scaling it needs {ratio:.1f}× the "
+                   f"cores {ref.engine} has to match its throughput, plus the fixed part.")
     return out
 
 
-def _stage_sentence(m: Measurement, cores: int) -> str:
-    busy = sum(st["busy_s"] for st in m.ray_stages)
-    idle = m.wall_s - _covered(m.ray_stages, m.wall_s)
-    top = max(m.ray_stages, key=lambda st: st["busy_s"])
-    data = (f"Ray Data's executor ran for {m.ray_data_s:.1f} s of the build, the rest is driver-side work in "
-            "`build_boi`; " if m.ray_data_s else "")
-    return (f"At {m.events:,} events the stage tasks were busy {busy:.1f} s in a {m.wall_s:.1f} s build on {cores} "
-            f"cores ({100 * busy / (m.wall_s * cores):.0f}% of the CPU time); {data}for {idle:.1f} s no stage task ran "
-            "at all "
-            f"(Ray Data start-up, worker processes starting, hand-over between stages, which run one after another "
-            f"rather than overlapped), and the largest stage is {top['stage']} ({top['busy_s']:.1f} s busy).")
+def _fit_sentence(small: Measurement, large: Measurement) -> str:
+    """Fixed vs per-event cost from a straight line through Ray's smallest and largest size, if both were quiet."""
+    if max(small.contention, large.contention) > QUIET:
+        return (f"(A straight line through Ray's two sizes is not drawn: other jobs used {small.contention:.1f} and "
+                f"{large.contention:.1f} cores during them, which would bias it.)")
+    per_event = (large.wall_s - small.wall_s) / (large.events - small.events)
+    if per_event <= 0:
+        return f"Ray took no longer at {large.events:,} than at {small.events:,} events: its time here is start-up."
+    fixed = small.wall_s - per_event * small.events
+    return (f"A straight line through Ray's two sizes gives about {fixed:.1f} s of fixed cost plus "
+            f"{per_event * 1e6:.2f} µs per event of wall time (a marginal {1 / per_event:,.0f} events/s).")
 
 
 def render_section(results: Results, command: str, machine: dict, package_versions: dict) -> str:
