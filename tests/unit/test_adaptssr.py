@@ -13,6 +13,7 @@ from raylurm.config import from_dict
 from raylurm.losses.mpr import adaptive_lambda, mpr_loss, pairwise_ranking, resolve_lambda
 from raylurm.methods.adaptssr import (AdaptSSR, AdaptSSRConfig, augment, crop_index, mask_positions,
                                       most_recent, reorder_index)
+from tests.helpers import train_steps
 
 INFO = DataInfo(num_interests=40, num_items=30, num_behaviors=3, scales=("month", "year"), max_sequence_length=200)
 
@@ -296,14 +297,7 @@ def test_overfits_one_tiny_batch() -> None:
     torch.manual_seed(0)
     model = AdaptSSR(AdaptSSRConfig(), INFO)
     batch = _batch(num_users=6, max_events=8)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(150):
-        loss = model(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(model, batch, steps=150, lr=1e-3)
     assert sum(losses[-20:]) / 20 < 0.7 * losses[0], (losses[0], losses[-20:])
 
 

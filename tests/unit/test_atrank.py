@@ -13,6 +13,7 @@ from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.methods import atrank as atrank_module
 from raylurm.methods.atrank import ATRank, ATRankConfig, time_buckets
+from tests.helpers import train_steps
 
 NUM_ITEMS, NUM_BEHAVIORS, NUM_CATEGORIES = 30, 3, 6
 SMALL = dict(item_dim=8, category_dim=8, hidden_dim=16, num_spaces=4, ffn_dim=32)
@@ -203,14 +204,7 @@ def test_overfits_one_tiny_batch(overrides) -> None:
     """8 users cut to 3 events: 16 (prefix -> next item, next behaviour) examples to memorise."""
     model, batch = make_model(dropout=0.0, **overrides), make_batch(num_users=8, seed=2)
     batch["lengths"] = batch["lengths"].clamp_max(3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(100):
-        loss = model(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(model, batch, steps=100, lr=1e-2)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.3 * first, (first, last)
 

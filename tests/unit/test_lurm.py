@@ -15,6 +15,7 @@ from raylurm.distributed import gather_with_grad
 from raylurm.encoders import MultiAnchorBoI, bag_outer_sums
 from raylurm.losses import info_nce
 from raylurm.methods.lurm import LURM, LURMConfig, _random_window, sample_windows
+from tests.helpers import train_steps
 
 NUM_INTERESTS = 40
 INFO = DataInfo(num_interests=NUM_INTERESTS, num_items=30, num_behaviors=3, scales=("month", "year"),
@@ -196,14 +197,7 @@ def test_default_model_loss_and_gradients() -> None:
 def test_overfits_one_tiny_batch() -> None:
     model = _model(num_anchors=4, hidden_dim=16)
     batch = _batch(8, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=model.config.lr)
-    losses = []
-    for _ in range(200):
-        loss = model(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(model, batch, steps=200, lr=model.config.lr)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.2 * first, (first, last)
 
