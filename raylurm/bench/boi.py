@@ -164,8 +164,10 @@ def build_duckdb(dataset: Path, vocabulary: Path, out: Path) -> None:
     import duckdb
 
     out.mkdir(parents=True, exist_ok=True)
-    sql = _DUCKDB_SQL.format(vocabulary=vocabulary / "items.parquet", events=dataset / "events" / "*.parquet",
-                             out=out / "part-0.parquet")
+    quoted = {name: str(path).replace("'", "''") for name, path in  # SQL string literals
+              (("vocabulary", vocabulary / "items.parquet"), ("events", dataset / "events" / "*.parquet"),
+               ("out", out / "part-0.parquet"))}
+    sql = _DUCKDB_SQL.format(**quoted)
     with duckdb.connect() as con:
         con.execute(sql)
 
@@ -510,7 +512,8 @@ def ratio_lines(results: Results) -> list[str]:
         if a.ok and b.ok:
             lines.append(f"- Peak memory vs D (Ray, {a.events:,} events): D = {a.interests:,} → "
                          f"{_gib(a.peak_memory)} GiB, D = {b.interests:,} → {_gib(b.peak_memory)} GiB "
-                         f"(wall {a.wall_s:.1f} s vs {b.wall_s:.1f} s).")
+                         f"(wall {a.wall_s:.1f} s vs {b.wall_s:.1f} s, other jobs {a.contention:.1f} vs "
+                         f"{b.contention:.1f} cores).")
     return lines
 
 
