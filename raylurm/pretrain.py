@@ -53,6 +53,16 @@ def resolve_boi(data: str) -> Path:
     return target
 
 
+def resolve_dataset(data: str) -> Path:
+    """The prepared dataset behind ``data``: a dataset dir or bundled name, or a BoI dir (its manifest's dataset)."""
+    from raylurm.data import datasets
+
+    path = Path(data)
+    if (path / "manifest.json").exists() and (path / "users").exists():
+        return Path(json.loads((path / "manifest.json").read_text())["dataset"])
+    return datasets.resolve(data)
+
+
 class TensorBoardCallback:
     """Writes rank 0's epoch metrics to ``<run>/tensorboard`` from the Train controller."""
 
@@ -149,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option, e.g. --set num_anchors=4 (repeatable)")
     p.add_argument("--list-options", action="store_true", help="print the method's options and defaults, then exit")
+    p.add_argument("--split", action="store_true",
+                   help="pretrain on the evaluation split's pretraining part only (no held-out event; see raylurm.evaluate); "
+                        "the checkpoint records the split")
+    p.add_argument("--cutoff-quantile", type=float, default=0.9,
+                   help="with --split: category-preference cutoff as a quantile of event times (default: %(default)s)")
     p.add_argument("--name", help="run name (default: METHOD-TIMESTAMP); an existing name resumes")
     p.add_argument("--storage-path", help="where runs go (default: $RAYLURM_HOME/runs; s3://… works on clusters)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
@@ -168,8 +183,16 @@ def main_(args) -> int:
                         max_steps_per_epoch=args.max_steps_per_epoch)
     apply_overrides(METHODS[args.method].Config(), args.overrides)  # fail fast on typos, before Ray starts
     init_ray(args.address, num_cpus=args.num_cpus)
-    boi = resolve_boi(args.data)
-    result = fit(boi, train, args.overrides, args.name, args.storage_path)
+    split = None
+    if args.split:
+        from raylurm.evaluate.split import SplitConfig, materialise
+
+        split = materialise(resolve_dataset(args.data), SplitConfig(cutoff_quantile=args.cutoff_quantile))
+        boi = split.boi("pretrain")
+        log.info("pretraining on split %s (%s events, none held out)", split.id, f"{split.meta['events']['pretrain']:,}")
+    else:
+        boi = resolve_boi(args.data)
+    result = fit(boi, train, args.overrides, args.name, args.storage_path, split=split.id if split else None)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
     print(json.dumps({"checkpoint": result.checkpoint.path if result.checkpoint else None, "metrics": result.metrics}, indent=2))

@@ -51,6 +51,12 @@ class TrainConfig:
             raise ValueError("epochs and num_workers must be >= 1, max_failures >= 0")
 
 
+def init_seed(seed: int, rank: int = 0) -> int:
+    """The torch seed of a rank; DDP broadcasts rank 0's initial weights, so ``init_seed(seed)``
+    rebuilds a run's exact starting point (the evaluator's random-init baseline)."""
+    return seed * 1009 + rank
+
+
 def _method(name: str):
     from raylurm.methods import METHODS
 
@@ -76,7 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train = TrainConfig(**config["train"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    torch.manual_seed(train.seed * 1009 + rank)
+    torch.manual_seed(init_seed(train.seed, rank))
     model, model_config, info = build(config)
     state = _restore(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
@@ -95,6 +101,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _maybe_inject_fault(train, rank, step, config)
             if train.max_steps_per_epoch and len(losses) >= train.max_steps_per_epoch:
                 break
+        if not losses:
+            raise ValueError(f"epoch {epoch + 1} had no full batch of {batch_size} users on rank {rank}: "
+                             f"lower --batch-size (the data has too few users for {context.get_world_size()} worker(s))")
         metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
         _report(model, optimizer, metrics, rank, ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step,
                                                                train=to_dict(train), split=config.get("split")))

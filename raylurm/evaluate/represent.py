@@ -1,0 +1,150 @@
+"""Frozen user representations: checkpoints through Ray Data batch inference, and the baselines.
+
+* :func:`encode` — ``read_parquet(<boi>/users).map_batches(Encoder, compute=ActorPoolStrategy)``:
+  each actor rebuilds the model from the checkpoint once (or initialises it randomly with a
+  seed: the *random-init* baseline of the same architecture) and returns ``embed(batch)`` and,
+  for methods with an item scorer of their own (ATRank, DSS), the next-item scores of every
+  vocabulary item.
+* :func:`raw_boi` — the LURM paper's *BoI* row: the user's whole-history bag
+  ``log(1 + Σ_t count_t)`` per interest, a sparse D-dimensional vector (never densified).
+* :func:`item_counts` / :func:`tfidf` — the user × item count matrix of a dataset part and the
+  TF-IDF of the user's item texts (term counts of the concatenated texts; IDF and
+  normalisation from scikit-learn, fitted on the probe-training users only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+
+from raylurm.batch import collate
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Representation:
+    """Rows aligned with ``user_ids``: dense (n, d) or sparse CSR features; optional (n, items) scores."""
+
+    user_ids: np.ndarray
+    features: np.ndarray | sp.csr_matrix
+    scores: np.ndarray | None = None
+
+
+class Encoder:
+    """Ray Data actor: BoI rows (pyarrow) -> user_id, embedding (and scores)."""
+
+    def __init__(self, checkpoint: str, random_init_seed: int | None = None, with_scores: bool = False):
+        from raylurm.checkpoint import build_model, load_model, read_meta
+
+        torch.set_num_threads(max(1, int(os.environ.get("RAYLURM_INFERENCE_THREADS", "1"))))
+        if random_init_seed is None:
+            self.model, meta = load_model(checkpoint)
+        else:
+            meta = read_meta(checkpoint)
+            torch.manual_seed(random_init_seed)
+            self.model = build_model(meta).eval()
+        self.scales = tuple(meta["info"]["scales"])
+        self.num_items = int(meta["info"]["num_items"])
+        self.with_scores = with_scores and hasattr(self.model, "score_items")
+
+    @torch.no_grad()
+    def __call__(self, table: pa.Table) -> pa.Table:
+        batch = collate(table, self.scales)
+        z = self.model.embed(batch).float().numpy()
+        columns = {"user_id": table["user_id"], "embedding": _fixed(z)}
+        if self.with_scores:
+            columns["scores"] = _fixed(self.model.score_items(batch, torch.arange(self.num_items)).float().numpy())
+        return pa.table(columns)
+
+
+def _fixed(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1)), matrix.shape[1])
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    array = column.combine_chunks()
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+
+
+def encode(checkpoint: str | os.PathLike, boi_dir: Path, random_init_seed: int | None = None, with_scores: bool = False,
+           batch_size: int = 256) -> Representation:
+    """Ray Data batch inference of a checkpoint (or its random-init twin) over a BoI directory."""
+    import ray
+
+    workers = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
+    ds = ray.data.read_parquet(str(boi_dir / "users"), columns=None)
+    ds = ds.map_batches(Encoder, fn_constructor_kwargs={"checkpoint": str(checkpoint), "random_init_seed": random_init_seed,
+                                                        "with_scores": with_scores},
+                        batch_size=batch_size, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
+    refs = ds.to_arrow_refs()
+    table = pa.concat_tables([t for t in ray.get(refs) if t.num_rows])
+    user_ids = table["user_id"].to_numpy(zero_copy_only=False)
+    scores = _matrix(table["scores"]) if "scores" in table.column_names else None
+    return Representation(user_ids, _matrix(table["embedding"]), scores)
+
+
+def raw_boi(boi_dir: Path) -> Representation:
+    """Whole-history bag per user from the finest scale present: ``log1p(Σ_t expm1(b_t))`` — sparse (n, D)."""
+    import json
+
+    manifest = json.loads((boi_dir / "manifest.json").read_text())
+    scale = manifest["config"]["boi"]["scales"][0]
+    table = pq.read_table(boi_dir / "users", columns=["user_id", f"{scale}_ids", f"{scale}_values"])
+    ids, values = table[f"{scale}_ids"].combine_chunks(), table[f"{scale}_values"].combine_chunks()
+    per_bag = ids.flatten()
+    user_of_bag = pc.list_parent_indices(ids).to_numpy()
+    rows = np.repeat(user_of_bag, pc.list_value_length(per_bag).to_numpy(zero_copy_only=False))
+    cols = per_bag.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.expm1(values.flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float64))
+    matrix = sp.csr_matrix((counts, (rows, cols)), shape=(table.num_rows, manifest["num_interests"]))  # sums duplicates
+    matrix.data = np.log1p(matrix.data)
+    return Representation(table["user_id"].to_numpy(zero_copy_only=False), matrix.astype(np.float32))
+
+
+def item_index(boi_dir: Path) -> dict:
+    """Raw item id -> vocabulary index (the item order of every checkpoint's scorer)."""
+    items = pq.read_table(boi_dir / "vocabulary" / "items.parquet", columns=["item_id"])["item_id"].to_pylist()
+    return {item: i for i, item in enumerate(items)}
+
+
+def item_counts(dataset_dir: Path, users: np.ndarray, index: dict) -> sp.csr_matrix:
+    """User × vocabulary-item event counts of a dataset part, rows aligned with ``users`` (missing users: empty)."""
+    events = pads.dataset(dataset_dir / "events", format="parquet").to_table(columns=["user_id", "item_id"])
+    row_of = {u: i for i, u in enumerate(users.tolist())}
+    rows = np.array([row_of.get(u, -1) for u in events["user_id"].to_pylist()], dtype=np.int64)
+    cols = np.array([index.get(i, -1) for i in events["item_id"].to_pylist()], dtype=np.int64)
+    keep = (rows >= 0) & (cols >= 0)
+    return sp.csr_matrix((np.ones(keep.sum(), np.float32), (rows[keep], cols[keep])), shape=(len(users), len(index)))
+
+
+def item_term_counts(dataset_dir: Path, index: dict) -> tuple[sp.csr_matrix, list[str]]:
+    """Vocabulary-item × term counts of the items' text (scikit-learn's tokenizer, English stop words)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    items = pq.read_table(dataset_dir / "items.parquet")
+    text_of = dict(zip(items["item_id"].to_pylist(), items["text"].to_pylist() if "text" in items.column_names
+                       else [str(i) for i in items["item_id"].to_pylist()]))
+    texts = [text_of.get(item) or str(item) for item in sorted(index, key=index.get)]
+    vectorizer = CountVectorizer(stop_words="english", min_df=1)
+    return vectorizer.fit_transform(texts).tocsr().astype(np.float32), list(vectorizer.get_feature_names_out())
+
+
+def tfidf(counts: sp.csr_matrix, item_terms: sp.csr_matrix, train_rows: np.ndarray) -> sp.csr_matrix:
+    """TF-IDF of each user's concatenated item texts; IDF fitted on ``train_rows`` only; rows L2-normalised."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    term_counts = (counts @ item_terms).tocsr()
+    transformer = TfidfTransformer(sublinear_tf=True).fit(term_counts[train_rows])
+    return transformer.transform(term_counts).tocsr().astype(np.float32)
