@@ -37,6 +37,7 @@ from raylurm.evaluate.split import Split, SplitConfig, materialise
 log = logging.getLogger("raylurm.evaluate")
 
 METHOD_ORDER = ("lurm", "atrank", "dss", "adaptssr")
+INPUT_PARTS = ("history", "history_test", "before_cutoff")
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -95,8 +96,9 @@ def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool) ->
         cache: dict[str, represent.Representation] = {}
 
         def get(part: str) -> represent.Representation:
-            if part not in cache:
-                cache[part] = represent.encode(checkpoint, split.boi(part), random_init_seed=seed, with_scores=part == "history_test")
+            if not cache:  # one Ray Data pass over every input part
+                cache.update(represent.encode(checkpoint, {p: split.boi(p) for p in INPUT_PARTS}, random_init_seed=seed,
+                                              score_parts=("history_test",)))
             return cache[part]
         return get
 

@@ -1,6 +1,7 @@
 """Frozen user representations: checkpoints through Ray Data batch inference, and the baselines.
 
-* :func:`encode` — ``read_parquet(<boi>/users).map_batches(Encoder, compute=ActorPoolStrategy)``:
+* :func:`encode` — one ``read_parquet([<part>/users …], include_paths=True).map_batches(Encoder,
+  compute=ActorPoolStrategy)`` pass over every input part:
   each actor rebuilds the model from the checkpoint once (or initialises it randomly with a
   seed: the *random-init* baseline of the same architecture) and returns ``embed(batch)`` and,
   for methods with an item scorer of their own (ATRank, DSS), the next-item scores of every
@@ -42,9 +43,12 @@ class Representation:
 
 
 class Encoder:
-    """Ray Data actor: BoI rows (pyarrow) -> user_id, embedding (and scores)."""
+    """Ray Data actor: BoI rows (pyarrow, with their file ``path``) -> user_id, path, embedding, scores.
 
-    def __init__(self, checkpoint: str, random_init_seed: int | None = None, with_scores: bool = False):
+    ``scores`` (list<float32>, one per vocabulary item) is filled only for rows read from a path
+    containing one of ``score_paths`` (and only for models with ``score_items``); empty otherwise."""
+
+    def __init__(self, checkpoint: str, random_init_seed: int | None = None, score_paths: tuple[str, ...] = ()):
         from raylurm.checkpoint import build_model, load_model, read_meta
 
         torch.set_num_threads(max(1, int(os.environ.get("RAYLURM_INFERENCE_THREADS", "1"))))
@@ -56,43 +60,61 @@ class Encoder:
             self.model = build_model(meta).eval()
         self.scales = tuple(meta["info"]["scales"])
         self.num_items = int(meta["info"]["num_items"])
-        self.with_scores = with_scores and hasattr(self.model, "score_items")
+        self.score_paths = tuple(score_paths) if hasattr(self.model, "score_items") else ()
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:
         batch = collate(table, self.scales)
         z = self.model.embed(batch).float().numpy()
-        columns = {"user_id": table["user_id"], "embedding": _fixed(z)}
-        if self.with_scores:
-            columns["scores"] = _fixed(self.model.score_items(batch, torch.arange(self.num_items)).float().numpy())
-        return pa.table(columns)
+        paths = table["path"].to_pylist()
+        wanted = np.array([any(m in p for m in self.score_paths) for p in paths], dtype=bool)
+        sizes = np.where(wanted, self.num_items, 0)
+        values = np.zeros(0, np.float32)
+        if wanted.any():
+            sub = batch if wanted.all() else collate(table.take(pa.array(np.flatnonzero(wanted))), self.scales)
+            values = self.model.score_items(sub, torch.arange(self.num_items)).float().numpy().reshape(-1)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+        return pa.table({"user_id": table["user_id"], "path": table["path"], "embedding": _fixed(z),
+                         "scores": pa.ListArray.from_arrays(offsets, pa.array(values, pa.float32()))})
 
 
 def _fixed(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1)), matrix.shape[1])
 
 
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
-    array = column.combine_chunks()
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+def _matrix(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> np.ndarray:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = width if width is not None else array.type.list_size
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
 
 
-def encode(checkpoint: str | os.PathLike, boi_dir: Path, random_init_seed: int | None = None, with_scores: bool = False,
-           batch_size: int = 256) -> Representation:
-    """Ray Data batch inference of a checkpoint (or its random-init twin) over a BoI directory."""
+def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_seed: int | None = None,
+           score_parts: tuple[str, ...] = (), batch_size: int = 256) -> dict[str, Representation]:
+    """Ray Data batch inference of a checkpoint (or its random-init twin) over BoI directories, in one pass.
+
+    ``parts`` maps a name to a BoI directory; ``score_parts`` names the parts that also need item scores."""
     import ray
 
+    marker = {part: f"/{Path(boi).name}/users/" for part, boi in parts.items()}
+    if len(set(marker.values())) != len(marker):
+        raise ValueError(f"BoI directories need distinct names to be told apart: {sorted(parts.values())}")
     workers = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
-    ds = ray.data.read_parquet(str(boi_dir / "users"), columns=None)
+    ds = ray.data.read_parquet([str(Path(boi) / "users") for boi in parts.values()], include_paths=True)
     ds = ds.map_batches(Encoder, fn_constructor_kwargs={"checkpoint": str(checkpoint), "random_init_seed": random_init_seed,
-                                                        "with_scores": with_scores},
+                                                        "score_paths": tuple(marker[p] for p in score_parts)},
                         batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
-    refs = ds.to_arrow_refs()
-    table = pa.concat_tables([t for t in ray.get(refs) if t.num_rows])
-    user_ids = table["user_id"].to_numpy(zero_copy_only=False)
-    scores = _matrix(table["scores"]) if "scores" in table.column_names else None
-    return Representation(user_ids, _matrix(table["embedding"]), scores)
+    table = pa.concat_tables([t for t in ray.get(ds.to_arrow_refs()) if t.num_rows])
+    paths = table["path"].to_pylist()
+    out = {}
+    for part in parts:
+        rows = pa.array(np.flatnonzero([marker[part] in p for p in paths]), pa.int64())
+        sub = table.take(rows)
+        scores = sub["scores"].combine_chunks()
+        has_scores = len(sub) and pc.min(pc.list_value_length(scores)).as_py() > 0
+        out[part] = Representation(sub["user_id"].to_numpy(zero_copy_only=False), _matrix(sub["embedding"]),
+                                   _matrix(scores, len(scores.flatten()) // len(sub)) if has_scores else None)
+    return out
 
 
 def raw_boi(boi_dir: Path) -> Representation:
