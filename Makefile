@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: setup
 	$(PY) -m raylurm.data prepare ml-1m
-	$(PY) -m raylurm.pretrain
+	$(PY) -m raylurm.pretrain --split --name demo-lurm
+	$(PY) -m raylurm.evaluate --checkpoint demo-lurm
 
 test: setup
 	$(PY) -m pytest tests

@@ -168,6 +168,7 @@ def write_outputs(rows: list[dict], out: Path, split: Split, checkpoints: dict[s
               f"Probe users split 60/20/20 per seed; mean ± std over seeds {seeds}; choices on validation users, "
               f"test users scored once. Best mean per column in bold.\n\n"
               "Checkpoints: " + ", ".join(f"{m} = `{p}`" for m, p in checkpoints.items()) + "\n")
+    footer = report.findings(summary, split.meta.get("dataset")) + ("\n" + footer if footer else "")
     text = report.markdown(summary, header, relative, footer)
     report.write_text(md_path, text)
     if results_md is not None and md_path != out / "RESULTS.md":

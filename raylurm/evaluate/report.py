@@ -191,3 +191,70 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
     fig.suptitle("pretraining loss")
     _save(fig, path)
     return path
+
+
+def _mean_std(summary: pd.DataFrame, task: str, target: str, model: str, metric: str) -> tuple[float, float]:
+    row = summary[(summary.task == task) & (summary.target == target) & (summary.model == model) & (summary.metric == metric)]
+    return (float(row["mean"].iloc[0]), float(row["std"].iloc[0])) if len(row) else (math.nan, math.nan)
+
+
+def headline_metrics(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(task, target, metric) of every representation-quality number: profiling, category mean, next item."""
+    out = [("profiling", t, m) for t, m in profiling_columns(summary)]
+    out += [("category", "mean", "AUC"), ("category", "mean", "accuracy")]
+    out += [("next_item", "full", "NDCG@10"), ("next_item", "sampled", "NDCG@10")]
+    return [k for k in out if not summary[(summary.task == k[0]) & (summary.target == k[1]) & (summary.metric == k[2])].empty]
+
+
+def comparison(summary: pd.DataFrame, left: str, right: str, tolerance: float = 0.01) -> tuple[str, dict]:
+    """Δ = left − right per headline metric; "≈" when |Δ| <= max(tolerance, 2 × pooled std over seeds)."""
+    lines = [f"| metric | {left} | {right} | Δ | verdict |", "|---|---|---|---|---|"]
+    counts = {">": 0, "≈": 0, "<": 0}
+    for task, target, metric in headline_metrics(summary):
+        (a, sa), (b, sb) = _mean_std(summary, task, target, left, metric), _mean_std(summary, task, target, right, metric)
+        if math.isnan(a) or math.isnan(b):
+            continue
+        delta, band = a - b, max(tolerance, 2 * math.sqrt((sa ** 2 + sb ** 2) / 2))
+        verdict = "≈" if abs(delta) <= band else (">" if delta > 0 else "<")
+        counts[verdict] += 1
+        name = f"{task.replace('_', ' ')} {'' if target == 'mean' else target} {metric}".replace("  ", " ")
+        lines.append(f"| {name} | {a:.4f} | {b:.4f} | {delta:+.4f} | {left} {verdict} {right} |")
+    return "\n".join(lines) + "\n", counts
+
+
+def findings(summary: pd.DataFrame, dataset: str | None) -> str:
+    """Computed comparisons: public anchors (ML-1M), the LURM paper's claims, pretrained vs random init."""
+    models = model_order(summary)
+    parts = ["## Findings (computed from the tables above)\n"]
+    if dataset == "ml-1m" and not summary[summary.task == "next_item"].empty:
+        lines = ["| model | HR@10 | NDCG@10 | HR@10 / SASRec | NDCG@10 / SASRec |", "|---|---|---|---|---|"]
+        for name, (hr, ndcg) in ANCHORS.items():
+            lines.append(f"| {name} (published) | {hr:.4f} | {ndcg:.4f} | {hr / ANCHORS['SASRec'][0]:.2f} | {ndcg / ANCHORS['SASRec'][1]:.2f} |")
+        for model in models:
+            hr, _ = _mean_std(summary, "next_item", "full", model, "HR@10")
+            ndcg, _ = _mean_std(summary, "next_item", "full", model, "NDCG@10")
+            if not math.isnan(hr):
+                lines.append(f"| {model} | {hr:.4f} | {ndcg:.4f} | {hr / ANCHORS['SASRec'][0]:.2f} | {ndcg / ANCHORS['SASRec'][1]:.2f} |")
+        parts.append("### Next item against public full-ranking anchors (ML-1M, leave-one-out)\n\n" + "\n".join(lines) + "\n\n"
+                     "The anchors train their sequence model end to end for next-item prediction on every user and rank "
+                     "the full catalogue; here the representations are frozen, ranked by their own pretrained scorer "
+                     "(ATRank, DSS) or by a softmax head trained on 60 % of the users (everything else), and scored on "
+                     "the 20 % test users. Same protocol for every row below the anchors, so those rows compare with each "
+                     "other exactly and with the anchors only roughly.\n")
+    if "lurm" in models:
+        for other, claim in (("raw BoI", "LURM ≈ raw BoI"), ("TF-IDF", "LURM > TF-IDF")):
+            if other in models:
+                table, counts = comparison(summary, "lurm", other)
+                parts.append(f"### LURM paper claim: {claim}\n\n{table}\nOver {sum(counts.values())} metrics: "
+                             f"lurm > {other} on {counts['>']}, ≈ on {counts['≈']}, < on {counts['<']} "
+                             "(≈: |Δ| ≤ max(0.01, 2 × pooled std over seeds)).\n")
+    rows = []
+    for model in models:
+        twin = f"{model} (random init)"
+        if twin in models:
+            _, counts = comparison(summary, model, twin)
+            rows.append(f"| {model} | {counts['>']} | {counts['≈']} | {counts['<']} |")
+    if rows:
+        parts.append("### Does pretraining help? (pretrained vs its own initial weights, headline metrics)\n\n"
+                     "| method | better | ≈ | worse |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return "\n".join(parts)

@@ -113,3 +113,19 @@ def test_random_init_is_the_runs_starting_point(setting):
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], trained.state_dict()[k]) for k in first)
     assert np.isfinite(sum(float(v.float().sum()) for v in first.values()))
+
+
+def test_pretrain_cli_split_option_records_the_split(setting):
+    from raylurm.checkpoint import read_meta
+    from raylurm.evaluate.__main__ import latest_per_method
+    from raylurm.pretrain import main as pretrain_main
+
+    root, split, checkpoints = setting
+    code = pretrain_main(["--split", "--data", str(root / "data"), "--cutoff-quantile", str(SPLIT.cutoff_quantile),
+                          "--method", "adaptssr", "--epochs", "1", "--batch-size", "16", "--max-steps-per-epoch", "2",
+                          "--storage-path", str(root / "runs"), "--name", "cli-split", "-q"])
+    assert code == 0
+    found = latest_per_method(root / "runs", split)
+    assert set(found) == {"lurm", "atrank", "adaptssr"}, "the unsplit dss run is not a candidate"
+    assert read_meta(found["adaptssr"])["split"] == split.id
+    assert found["lurm"] == checkpoints["lurm"]
