@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m raylurm.evaluate --checkpoint lurm-demo              # a run name, run dir or checkpoint dir
+    python -m raylurm.evaluate --checkpoint demo-lurm              # a run name, run dir or checkpoint dir
     python -m raylurm.evaluate --all                               # latest checkpoint of each method on the split
     python -m raylurm.evaluate --all --pretrain --out results/ml-1m --results-md RESULTS.md   # the RESULTS.md command
 
