@@ -87,7 +87,7 @@ def latest_per_method(storage: Path, split: Split) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------ subjects
-def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool) -> list[tasks.Subject]:
+def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool, score_users: list | None = None) -> list[tasks.Subject]:
     """Pretrained checkpoints, their random-init twins (the pretraining run's own initial weights), the baselines."""
     from raylurm.evaluate import represent
     from raylurm.train import init_seed
@@ -98,7 +98,7 @@ def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool) ->
         def get(part: str) -> represent.Representation:
             if not cache:  # one Ray Data pass over every input part
                 cache.update(represent.encode(checkpoint, {p: split.boi(p) for p in INPUT_PARTS}, random_init_seed=seed,
-                                              score_parts=("history_test",)))
+                                              score_parts=("history_test",), score_users=score_users))
             return cache[part]
         return get
 
@@ -128,7 +128,7 @@ def evaluate(split: Split, checkpoints: dict[str, Path], config: tasks.EvalConfi
         check_split(path, split)
     context = tasks.Context(split, config)
     rows: list[dict] = []
-    for subject in subjects_for(checkpoints, split, baselines):
+    for subject in subjects_for(checkpoints, split, baselines, score_users=tasks.scored_users(context)):
         started = time.perf_counter()
         rows += tasks.run(subject, context)
         log.info("evaluated %s in %.1f s", subject.name, time.perf_counter() - started)
@@ -167,13 +167,24 @@ def write_outputs(rows: list[dict], out: Path, split: Split, checkpoints: dict[s
               f"{split.meta['config']['cutoff_quantile']}); pretraining saw {split.meta['events']['pretrain']:,} events. "
               f"Probe users split 60/20/20 per seed; mean ± std over seeds {seeds}; choices on validation users, "
               f"test users scored once. Best mean per column in bold.\n\n"
-              "Checkpoints: " + ", ".join(f"{m} = `{p}`" for m, p in checkpoints.items()) + "\n")
+              + checkpoint_table(checkpoints))
     footer = report.findings(summary, split.meta.get("dataset")) + ("\n" + footer if footer else "")
     text = report.markdown(summary, header, relative, footer)
     report.write_text(md_path, text)
     if results_md is not None and md_path != out / "RESULTS.md":
         report.write_text(out / "RESULTS.md", report.markdown(summary, header, [str(Path(_relpath(i, out))) for i in images], footer))
     return text, md_path
+
+
+def checkpoint_table(checkpoints: dict[str, Path]) -> str:
+    lines = ["| method | epochs | steps | users per step | checkpoint |", "|---|---|---|---|---|"]
+    for method, path in checkpoints.items():
+        meta = json.loads((path / "meta.json").read_text())
+        train = meta.get("train", {})
+        per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
+        lines.append(f"| {method} | {meta.get('epoch')} | {meta.get('step')} | {per_worker} × {train.get('num_workers', 1)} "
+                     f"| `{path.parent.name}/{path.name}` |")
+    return "\nPretraining (paper defaults; the run's TensorBoard logs hold the loss per epoch):\n\n" + "\n".join(lines) + "\n" if checkpoints else ""
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -190,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", action="append", metavar="PATH", help="checkpoint dir, run dir or run name (repeatable)")
     what.add_argument("--all", action="store_true", help="the latest checkpoint of each method pretrained on this split")
-    p.add_argument("--pretrain", action="store_true", help="with --all: first pretrain (paper defaults) each method that has no checkpoint on the split")
+    p.add_argument("--pretrain", action="store_true",
+                   help="with --all: first pretrain (paper defaults) each method with no checkpoint of --epochs epochs on the split "
+                        "(a shorter run of the same name is continued)")
     p.add_argument("--epochs", type=int, default=5, help="with --pretrain: epochs (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=2, help="with --pretrain: Ray Train workers (default: %(default)s)")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="with --all: which methods (default: all four)")
@@ -228,7 +241,7 @@ def main_(args) -> int:
         found = latest_per_method(storage, split)
         if args.pretrain:
             for method in methods:
-                if method not in found:
+                if method not in found or _epochs(found[method]) < args.epochs:  # train, or continue the run
                     found[method] = pretrain_on_split(split, method, args.epochs, args.num_workers, storage)
         checkpoints = {m: found[m] for m in methods if m in found}
         if not checkpoints:
@@ -245,6 +258,10 @@ def main_(args) -> int:
     print(text)
     log.info("wrote %s, %s", md, out / "results.csv")
     return 0
+
+
+def _epochs(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "meta.json").read_text()).get("epoch", 0))
 
 
 def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path) -> Path:

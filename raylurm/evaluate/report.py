@@ -188,7 +188,8 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel("epoch mean loss")
         ax.grid(alpha=0.3)
-    fig.suptitle("pretraining loss")
+    fig.suptitle("pretraining loss", y=1.02)
+    fig.tight_layout()
     _save(fig, path)
     return path
 

@@ -48,7 +48,8 @@ class Encoder:
     ``scores`` (list<float32>, one per vocabulary item) is filled only for rows read from a path
     containing one of ``score_paths`` (and only for models with ``score_items``); empty otherwise."""
 
-    def __init__(self, checkpoint: str, random_init_seed: int | None = None, score_paths: tuple[str, ...] = ()):
+    def __init__(self, checkpoint: str, random_init_seed: int | None = None, score_paths: tuple[str, ...] = (),
+                 score_users: list | None = None):
         from raylurm.checkpoint import build_model, load_model, read_meta
 
         torch.set_num_threads(max(1, int(os.environ.get("RAYLURM_INFERENCE_THREADS", "1"))))
@@ -61,6 +62,7 @@ class Encoder:
         self.scales = tuple(meta["info"]["scales"])
         self.num_items = int(meta["info"]["num_items"])
         self.score_paths = tuple(score_paths) if hasattr(self.model, "score_items") else ()
+        self.score_users = None if score_users is None else set(score_users)
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -68,6 +70,8 @@ class Encoder:
         z = self.model.embed(batch).float().numpy()
         paths = table["path"].to_pylist()
         wanted = np.array([any(m in p for m in self.score_paths) for p in paths], dtype=bool)
+        if self.score_users is not None and wanted.any():
+            wanted &= np.array([u in self.score_users for u in table["user_id"].to_pylist()], dtype=bool)
         sizes = np.where(wanted, self.num_items, 0)
         values = np.zeros(0, np.float32)
         if wanted.any():
@@ -89,10 +93,12 @@ def _matrix(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> np.
 
 
 def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_seed: int | None = None,
-           score_parts: tuple[str, ...] = (), batch_size: int = 256) -> dict[str, Representation]:
+           score_parts: tuple[str, ...] = (), score_users: list | None = None, batch_size: int = 256) -> dict[str, Representation]:
     """Ray Data batch inference of a checkpoint (or its random-init twin) over BoI directories, in one pass.
 
-    ``parts`` maps a name to a BoI directory; ``score_parts`` names the parts that also need item scores."""
+    ``parts`` maps a name to a BoI directory; ``score_parts`` names the parts that also need item
+    scores, for ``score_users`` only when given (scoring every item is the expensive part).
+    A part's ``scores`` rows are aligned with its users; users without scores get a row of NaN."""
     import ray
 
     marker = {part: f"/{Path(boi).name}/users/" for part, boi in parts.items()}
@@ -101,7 +107,8 @@ def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_se
     workers = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
     ds = ray.data.read_parquet([str(Path(boi) / "users") for boi in parts.values()], include_paths=True)
     ds = ds.map_batches(Encoder, fn_constructor_kwargs={"checkpoint": str(checkpoint), "random_init_seed": random_init_seed,
-                                                        "score_paths": tuple(marker[p] for p in score_parts)},
+                                                        "score_paths": tuple(marker[p] for p in score_parts),
+                                                        "score_users": None if score_users is None else list(score_users)},
                         batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
     table = pa.concat_tables([t for t in ray.get(ds.to_arrow_refs()) if t.num_rows])
@@ -111,9 +118,13 @@ def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_se
         rows = pa.array(np.flatnonzero([marker[part] in p for p in paths]), pa.int64())
         sub = table.take(rows)
         scores = sub["scores"].combine_chunks()
-        has_scores = len(sub) and pc.min(pc.list_value_length(scores)).as_py() > 0
-        out[part] = Representation(sub["user_id"].to_numpy(zero_copy_only=False), _matrix(sub["embedding"]),
-                                   _matrix(scores, len(scores.flatten()) // len(sub)) if has_scores else None)
+        sizes = pc.list_value_length(scores).to_numpy(zero_copy_only=False)
+        matrix = None
+        if len(sub) and sizes.max() > 0:
+            width = int(sizes.max())
+            matrix = np.full((len(sub), width), np.nan, dtype=np.float32)
+            matrix[sizes > 0] = scores.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        out[part] = Representation(sub["user_id"].to_numpy(zero_copy_only=False), _matrix(sub["embedding"]), matrix)
     return out
 
 

@@ -276,6 +276,17 @@ def negatives(rows: np.ndarray, targets: np.ndarray, mask: sp.csr_matrix, popula
     return out
 
 
+def scored_users(context: Context) -> list:
+    """Users whose next-item test scores some seed needs (the union of the seeds' test users)."""
+    if "next_item" not in context.config.tasks:
+        return []
+    users = next_item_data(context).users
+    needed = set()
+    for seed in context.config.seeds:
+        needed.update(users[assign(len(users), seed, context.config.fractions)[2]].tolist())
+    return sorted(needed)
+
+
 def _rank_rows(scores: np.ndarray, targets: np.ndarray, mask: sp.csr_matrix, sampled: np.ndarray) -> dict[str, np.ndarray]:
     exclude = mask.toarray() > 0
     exclude[np.arange(len(targets)), targets] = False
@@ -306,6 +317,8 @@ def next_item(subject: Subject, context: Context) -> list[dict]:
             scorer, valid_score = "popularity", math.nan
         elif own and test_input.scores is not None:
             scores, scorer, valid_score = test_input.scores[test], "own", math.nan
+            if np.isnan(scores).any():
+                raise RuntimeError(f"{subject.name}: item scores missing for some test users")
         else:
             scores, valid_score = _head_scores(subject, context, data, history, test_input, train, valid, test, seed)
             scorer = "head"
