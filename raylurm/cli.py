@@ -22,6 +22,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+
+
 def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv``, run ``main`` and turn user errors into a one-paragraph message and exit 2."""
     args = parser.parse_args(argv)

@@ -166,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --split: category-preference cutoff as a quantile of event times (default: %(default)s)")
     p.add_argument("--name", help="run name (default: METHOD-TIMESTAMP); an existing name resumes")
     p.add_argument("--storage-path", help="where runs go (default: $RAYLURM_HOME/runs; s3://… works on clusters)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    cli.add_ray_arguments(p)
     return p
 
 

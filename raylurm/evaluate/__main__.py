@@ -216,8 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: $RAYLURM_HOME/evaluations/<dataset>-<split>)")
     p.add_argument("--results-md", help="also write the Markdown report here (e.g. RESULTS.md)")
     p.add_argument("--storage-path", help="where runs are (default: $RAYLURM_HOME/runs)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    cli.add_ray_arguments(p)
     return p
 
 
