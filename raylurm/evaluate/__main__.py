@@ -147,7 +147,7 @@ def _commit() -> str:
 
 
 def write_outputs(rows: list[dict], out: Path, split: Split, checkpoints: dict[str, Path], command: str,
-                  results_md: Path | None = None, footer: str = "") -> tuple[str, Path]:
+                  results_md: Path | None = None, footer: str = "", commit: str | None = None) -> tuple[str, Path]:
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def write_outputs(rows: list[dict], out: Path, split: Split, checkpoints: dict[s
     relative = [str(Path(_relpath(i, md_path.parent))) for i in images]
     seeds = sorted({r["seed"] for r in rows})
     header = (f"# Results — {split.meta['dataset']}\n\n"
-              f"Produced by `{command}` at commit `{_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
+              f"Produced by `{command}` at commit `{commit or _commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
               f"Split `{split.id}`: leave-one-out (last event test, second-to-last validation) and category-preference cutoff "
               f"{dt.datetime.fromtimestamp(split.cutoff, dt.timezone.utc):%Y-%m-%d %H:%M} UTC (quantile "
               f"{split.meta['config']['cutoff_quantile']}); pretraining saw {split.meta['events']['pretrain']:,} events. "
@@ -226,6 +226,7 @@ def main_(args) -> int:
     from raylurm.pretrain import default_storage
     from raylurm.runtime import init_ray
 
+    commit = _commit()  # before anything is written: earlier outputs in the checkout must not count as changes
     config = tasks.EvalConfig(seeds=tuple(range(args.seeds)), tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
     split_config = SplitConfig(cutoff_quantile=args.cutoff_quantile)
     storage = Path(args.storage_path or default_storage()).expanduser()
@@ -253,7 +254,8 @@ def main_(args) -> int:
     rows = evaluate(split, checkpoints, config, baselines=not args.no_baselines)
     out = Path(args.out) if args.out else data_home() / "evaluations" / f"{split.meta['dataset']}-{split.id}"
     command = "python -m raylurm.evaluate " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
-    text, md = write_outputs(rows, out, split, checkpoints, command.strip(), Path(args.results_md) if args.results_md else None)
+    text, md = write_outputs(rows, out, split, checkpoints, command.strip(), Path(args.results_md) if args.results_md else None,
+                             commit=commit)
     print(text)
     log.info("wrote %s, %s", md, out / "results.csv")
     return 0
