@@ -1,0 +1,62 @@
+"""Every sweep in tune_configs/ loads, and every sampled config builds a model that trains one step."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raylurm import sweeps
+from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.methods import METHODS
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "tune_configs").glob("*.py"))
+INFO = DataInfo(num_interests=40, num_items=30, num_behaviors=3, scales=("month", "year"), max_sequence_length=12,
+                item_category=tuple(i % 4 for i in range(30)), num_categories=4)
+
+
+def test_the_required_sweeps_exist():
+    assert {"lurm", "atrank", "dss", "adaptssr", "study", "smoke"} <= {p.stem for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_sampled_config_builds_and_trains(path):
+    sweep = sweeps.load(path)
+    batch = collate(synthetic_rows(16, INFO.num_interests, INFO.num_items, seed=1))
+    rng = np.random.default_rng(0)
+    for method, space in sweep.methods.items():
+        for _ in range(3):
+            values = sweeps.sample(space, rng)
+            values.pop("batch_size", None)  # a training option, not a model shape
+            torch.manual_seed(0)
+            model = METHODS[method](sweeps.method_config(method, values), INFO)
+            loss = model(batch)["loss"]
+            loss.backward()
+            assert math.isfinite(float(loss.detach())), (path.stem, method, values)
+            assert model.embed(batch).shape[0] == 16
+
+
+def test_a_typo_fails_when_the_sweep_is_loaded(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ray import tune\nMETHODS = {'lurm': {'num_anchor': tune.choice([1, 2])}}\n")
+    with pytest.raises(ValueError, match=r"bad.py: lurm has no option\(s\) \['num_anchor'\]"):
+        sweeps.load(bad)
+    bad.write_text("METHODS = {'lurm': {}}\nTRAIN = {'epoch': 3}\n")
+    with pytest.raises(ValueError, match="TRAIN has unknown key"):
+        sweeps.load(bad)
+    bad.write_text("METHODS = {'sasrec': {}}\n")
+    with pytest.raises(ValueError, match="unknown method 'sasrec'"):
+        sweeps.load(bad)
+
+
+def test_sampling_draws_from_the_space():
+    from ray import tune
+
+    rng = np.random.default_rng(0)
+    draws = [sweeps.sample({"a": tune.choice([1, 2, 3]), "b": tune.loguniform(1e-4, 1e-2), "c": 7,
+                            "d": tune.grid_search(["x", "y"])}, rng) for _ in range(50)]
+    assert {d["a"] for d in draws} == {1, 2, 3} and {d["d"] for d in draws} == {"x", "y"}
+    assert all(1e-4 <= d["b"] <= 1e-2 and d["c"] == 7 for d in draws)
