@@ -16,6 +16,7 @@ from raylurm.runtime import apply_local_ray_env
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="raylurm-tests-"))
 os.environ.setdefault("RAYLURM_HOME", str(_SESSION_TMP / "home"))
+os.environ.setdefault("MPLCONFIGDIR", str(_SESSION_TMP / "matplotlib"))  # font cache off the home directory
 os.environ.setdefault("RAY_TMPDIR", str(Path(tempfile.gettempdir()) / f"rl-{os.getpid()}"))
 apply_local_ray_env()
 
