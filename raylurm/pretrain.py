@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="store_true",
                    help="pretrain on the evaluation split's pretraining part only (no held-out event; see raylurm.evaluate); "
                         "the checkpoint records the split")
-    p.add_argument("--cutoff-quantile", type=float, default=0.9,
+    from raylurm.evaluate.split import SplitConfig
+
+    p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
                    help="with --split: category-preference cutoff as a quantile of event times (default: %(default)s)")
     p.add_argument("--name", help="run name (default: METHOD-TIMESTAMP); an existing name resumes")
     p.add_argument("--storage-path", help="where runs go (default: $RAYLURM_HOME/runs; s3://… works on clusters)")

@@ -27,7 +27,7 @@ from torch import nn
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
-    hidden_dim: int = 128
+    hidden_dim: int = 128  # AdaptSSR's probe is 64 wide; 128 gives the 1280-d LURM input a less narrow bottleneck
     dropout: float = 0.2
     lr: float = 1e-3
     batch_size: int = 256

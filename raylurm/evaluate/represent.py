@@ -162,6 +162,17 @@ def item_counts(dataset_dir: Path, users: np.ndarray, index: dict) -> sp.csr_mat
     return sp.csr_matrix((np.ones(keep.sum(), np.float32), (rows[keep], cols[keep])), shape=(len(users), len(index)))
 
 
+def item_popularity(dataset_dir: Path, index: dict) -> np.ndarray:
+    """Events per vocabulary item in a dataset part -> (items,)."""
+    events = pads.dataset(dataset_dir / "events", format="parquet").to_table(columns=["item_id"])
+    counts = pc.value_counts(events["item_id"]).flatten()
+    out = np.zeros(len(index), dtype=np.float64)
+    for item, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
+        if item in index:
+            out[index[item]] = count
+    return out
+
+
 def item_term_counts(dataset_dir: Path, index: dict) -> tuple[sp.csr_matrix, list[str]]:
     """Vocabulary-item × term counts of the items' text (scikit-learn's tokenizer, English stop words)."""
     from sklearn.feature_extraction.text import CountVectorizer

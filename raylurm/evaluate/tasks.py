@@ -1,10 +1,11 @@
 """The three downstream tasks on frozen representations, one split, selection on validation only.
 
 For every probe seed the task's users are permuted and cut 60/20/20 into probe-train,
-validation and test users (the same cut for every model, so models are compared on the same
-users). Probes and scorers are fitted on probe-train users; epochs and weight decay are chosen
-on validation users; test users are scored once, with the chosen probe. Reported: mean ± std
-over seeds.
+validation and test users (AdaptSSR's protocol; LURM §4.2 uses 80/20 with no validation part,
+which would leave epoch and weight decay to be chosen on test users) — the same cut for every
+model, so models are compared on the same users. Probes and scorers are fitted on probe-train
+users; epochs and weight decay are chosen on validation users; test users are scored once, with
+the chosen probe. Reported: mean ± std over seeds.
 
 * **profiling** — every label column of ``users.parquet`` with 2–50 values (ML-1M: gender, age,
   occupation). Binary: AUC and accuracy (selected on AUC). Multi-class: accuracy and macro
@@ -25,6 +26,7 @@ over seeds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from pathlib import Path
@@ -35,7 +37,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from raylurm.evaluate import metrics, probe
-from raylurm.evaluate.represent import Representation, item_counts, item_index, item_term_counts, tfidf
+from raylurm.evaluate.represent import Representation, item_counts, item_index, item_popularity, item_term_counts, tfidf
 from raylurm.evaluate.split import Split
 
 log = logging.getLogger(__name__)
@@ -98,9 +100,20 @@ class Context:
         self.users = {part: np.array(sorted(pq.read_table(split.boi(part) / "users", columns=["user_id"])["user_id"].to_pylist()),
                                      dtype=object) for part in ("history", "history_test", "before_cutoff")}
         self.counts = {part: item_counts(split.dataset(part), self.users[part], self.index) for part in self.users}
-        pretrain_users = np.array(sorted(set(pq.read_table(split.dataset("pretrain") / "events", columns=["user_id"])["user_id"].to_pylist())), dtype=object)
-        self.popularity = np.asarray(item_counts(split.dataset("pretrain"), pretrain_users, self.index).sum(axis=0)).ravel()
+        self.popularity = item_popularity(split.dataset("pretrain"), self.index)
         self._item_terms = None
+
+    @functools.cached_property
+    def labels(self) -> dict[str, dict]:
+        return label_columns(self.split.dataset("history") / "users.parquet")
+
+    @functools.cached_property
+    def categories(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        return category_labels(self)
+
+    @functools.cached_property
+    def next_item(self) -> "NextItemData":
+        return next_item_data(self)
 
     @property
     def item_terms(self) -> sp.csr_matrix:
@@ -151,7 +164,7 @@ def label_columns(users_path: Path) -> dict[str, dict]:
 
 def profiling(subject: Subject, context: Context) -> list[dict]:
     rows = []
-    labels = label_columns(context.split.dataset("history") / "users.parquet")
+    labels = context.labels
     all_users = context.users["history"]
     cache = {}
     for column, mapping in labels.items():
@@ -197,7 +210,7 @@ def category_labels(context: Context) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 def category(subject: Subject, context: Context) -> list[dict]:
-    users, y, names = category_labels(context)
+    users, y, names = context.categories
     if len(users) < 10 or not names:
         log.warning("category preference skipped: %d users with events on both sides of the cutoff", len(users))
         return []
@@ -280,7 +293,7 @@ def scored_users(context: Context) -> list:
     """Users whose next-item test scores some seed needs (the union of the seeds' test users)."""
     if "next_item" not in context.config.tasks:
         return []
-    users = next_item_data(context).users
+    users = context.next_item.users
     needed = set()
     for seed in context.config.seeds:
         needed.update(users[assign(len(users), seed, context.config.fractions)[2]].tolist())
@@ -298,7 +311,7 @@ def _rank_rows(scores: np.ndarray, targets: np.ndarray, mask: sp.csr_matrix, sam
 
 
 def next_item(subject: Subject, context: Context) -> list[dict]:
-    data = next_item_data(context)
+    data = context.next_item
     n = len(data.users)
     if n < 10:
         log.warning("next item skipped: %d users with >= 3 events", n)
