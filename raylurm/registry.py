@@ -1,0 +1,217 @@
+"""``python -m raylurm.registry`` — the best-checkpoint registry that Serve and the evaluator read.
+
+Examples::
+
+    python -m raylurm.registry list                       # every entry; * marks the one served per method
+    python -m raylurm.registry show lurm                  # the current LURM entry: config, metrics, provenance
+    python -m raylurm.registry promote lurm study.a1b2c3d4_00003.e4    # serve another entry
+
+A sweep (``python -m raylurm.tune``) exports the best checkpoint of each method, by its
+validation metric, as an *entry*: a self-contained checkpoint (``model.pt`` + ``meta.json``;
+the model is rebuilt from it alone) plus ``entry.json`` with the sampled config, the validation
+metrics, the sweep, trial and epoch it came from and the evaluation split. Layout::
+
+    <registry>/<method>/<entry>/{model.pt, meta.json, entry.json}
+    <registry>/<method>/CURRENT                  the promoted entry's name
+
+Entries are written to a temporary directory and renamed into place; ``CURRENT`` is replaced
+atomically, so a reader (a Serve replica reloading) sees the old entry or the new one, never
+half of one. A new sweep's best is promoted when the method has no current entry, or when it
+beats the current entry on the same split and metric; otherwise it is registered and the log
+says how to promote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from raylurm import cli
+
+log = logging.getLogger("raylurm.registry")
+
+CURRENT = "CURRENT"
+ENTRY = "entry.json"
+FILES = ("model.pt", "meta.json")
+
+
+def default_root() -> Path:
+    from raylurm.data.prepare import data_home
+
+    return Path(os.environ.get("RAYLURM_REGISTRY") or data_home() / "registry")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    method: str
+    name: str
+    path: Path  # the checkpoint directory (model.pt, meta.json, entry.json)
+    record: dict[str, Any]
+
+    @property
+    def metric(self) -> str:
+        return self.record.get("metric", "val_auc")
+
+    @property
+    def value(self) -> float:
+        return float(self.record.get("metrics", {}).get(self.metric, math.nan))
+
+    @property
+    def split(self) -> str | None:
+        return self.record.get("split")
+
+
+class Registry:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    # ----------------------------------------------------------------------------------- reading
+    def methods(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def entries(self, method: str) -> list[Entry]:
+        directory = self.root / method
+        found = [self._entry(method, p.name) for p in directory.iterdir() if (p / ENTRY).exists()] if directory.is_dir() else []
+        return sorted(found, key=lambda e: e.record.get("registered", ""))
+
+    def get(self, method: str, name: str) -> Entry:
+        if not (self.root / method / name / ENTRY).exists():
+            known = [e.name for e in self.entries(method)]
+            raise FileNotFoundError(f"registry {self.root}: no {method} entry {name!r}; entries: {known or 'none'}")
+        return self._entry(method, name)
+
+    def current(self, method: str) -> Entry | None:
+        marker = self.root / method / CURRENT
+        if not marker.exists():
+            return None
+        return self.get(method, marker.read_text().strip())
+
+    def _entry(self, method: str, name: str) -> Entry:
+        path = self.root / method / name
+        return Entry(method, name, path, json.loads((path / ENTRY).read_text()))
+
+    # ----------------------------------------------------------------------------------- writing
+    def register(self, checkpoint: str, record: dict[str, Any], name: str) -> Entry:
+        """Copy the checkpoint (a local path or a storage URI) and its record in as entry ``name``."""
+        from raylurm.data.io import atomic_dir
+
+        method = record["method"]
+        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", name)
+        target = self.root / method / name
+        if (target / ENTRY).exists():
+            log.info("%s: %s is already registered", method, name)
+            return self._entry(method, name)
+        with atomic_dir(target) as tmp:
+            _fetch(checkpoint, tmp)
+            record = {**record, "name": name, "source_checkpoint": checkpoint,
+                      "registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            (tmp / ENTRY).write_text(json.dumps(record, indent=2, default=_json_default))
+        return self._entry(method, name)
+
+    def promote(self, method: str, name: str) -> Entry:
+        from raylurm.data.io import atomic_file
+
+        entry = self.get(method, name)
+        with atomic_file(self.root / method / CURRENT) as tmp:
+            tmp.write_text(name + "\n")
+        log.info("%s: now serving %s (%s %.4f)", method, name, entry.metric, entry.value)
+        return entry
+
+    def offer(self, entry: Entry) -> bool:
+        """Promote ``entry`` if its method has none, or it beats the current one on the same split and metric."""
+        current = self.current(entry.method)
+        if current is None or (current.split == entry.split and current.metric == entry.metric
+                               and (math.isnan(current.value) or entry.value > current.value)):
+            self.promote(entry.method, entry.name)
+            return True
+        why = ("a different split or metric" if (current.split, current.metric) != (entry.split, entry.metric)
+               else f"{current.metric} {current.value:.4f} >= {entry.value:.4f}")
+        log.info("%s: registered %s but kept serving %s (%s); to serve it: python -m raylurm.registry promote %s %s",
+                 entry.method, entry.name, current.name, why, entry.method, entry.name)
+        return False
+
+
+def _fetch(checkpoint: str, into: Path) -> None:
+    """The serving files of a checkpoint directory (local, or a URI via Ray's storage layer)."""
+    if "://" in checkpoint:
+        import ray.train
+
+        ray.train.Checkpoint(checkpoint).to_directory(str(into))
+        (into / "optimizer.pt").unlink(missing_ok=True)
+        return
+    for name in FILES:
+        source = Path(checkpoint) / name
+        if not source.exists():
+            raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {name})")
+        shutil.copy2(source, into / name)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _line(entry: Entry, current: Entry | None) -> str:
+    star = "*" if current is not None and current.name == entry.name else " "
+    r = entry.record
+    return (f"{star} {entry.method:<9} {entry.name:<44} {entry.metric} {entry.value:.4f}  epoch {r.get('epoch', '?'):<3} "
+            f"split {r.get('split')}  sweep {r.get('experiment', '?')}  {r.get('registered', '')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m raylurm.registry", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_common_arguments(p)
+    p.add_argument("--registry", help="registry directory (default: $RAYLURM_REGISTRY, else $RAYLURM_HOME/registry)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every entry of every method; * marks the served one")
+    show = sub.add_parser("show", help="one entry as JSON (default: the method's current entry)")
+    show.add_argument("method")
+    show.add_argument("entry", nargs="?")
+    promote = sub.add_parser("promote", help="serve ENTRY for METHOD (Serve picks it up on reload)")
+    promote.add_argument("method")
+    promote.add_argument("entry")
+    return p
+
+
+def main_(args) -> int:
+    registry = Registry(args.registry)
+    if args.command == "list":
+        methods = registry.methods()
+        if not methods:
+            print(f"registry {registry.root} is empty: run a sweep (python -m raylurm.tune tune_configs/study.py)")
+            return 0
+        for method in methods:
+            current = registry.current(method)
+            for entry in registry.entries(method):
+                print(_line(entry, current))
+        return 0
+    if args.command == "show":
+        entry = registry.get(args.method, args.entry) if args.entry else registry.current(args.method)
+        if entry is None:
+            raise FileNotFoundError(f"registry {registry.root}: no current {args.method} entry")
+        print(json.dumps({"path": str(entry.path), **entry.record}, indent=2))
+        return 0
+    entry = registry.promote(args.method, args.entry)
+    print(_line(entry, entry))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(main_, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""``python -m raylurm.tune`` — Ray Tune sweeps of the four methods, the registry, the sweep report.
+
+Examples::
+
+    python -m raylurm.tune tune_configs/study.py                     # the cross-method study on ml-1m
+    python -m raylurm.tune tune_configs/lurm.py --smoke-test         # two short trials per method
+    python -m raylurm.tune tune_configs/study.py --name study --resume   # continue after an interruption
+    python -m raylurm.tune report study                              # Markdown + PNG report (test metrics once)
+    tensorboard --logdir ~/.cache/raylurm/tune/study                 # live curves of every trial
+
+A sweep file (``tune_configs/``) gives each method's search space, written with Tune's own
+primitives, fixed training options and the search settings (see :mod:`raylurm.sweeps`).
+Trials pretrain on the evaluation split's pretraining part (``raylurm.evaluate.split``) and
+are scored every epoch on *validation* users (``val_auc``: profiling AUC of a probe, see
+:mod:`raylurm.tune.validation`); ASHA stops weak trials early. Every method is its own Tune
+experiment under ``<storage-path>/<name>/<method>``. When a method's sweep ends, its best
+checkpoint is exported to the registry (``python -m raylurm.registry list``), which Serve and
+``python -m raylurm.evaluate --all`` read. ``--resume`` restores an interrupted sweep with
+``Tuner.restore``: finished trials are kept, unfinished ones continue from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from raylurm import cli
+
+log = logging.getLogger("raylurm.tune")
+
+
+def default_storage() -> Path:
+    from raylurm.data.prepare import data_home
+
+    return data_home() / "tune"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m raylurm.tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_common_arguments(p)
+    p.add_argument("sweep", help="a sweep file (tune_configs/<name>.py), or 'report' (see: python -m raylurm.tune report -h)")
+    p.add_argument("--name", help="experiment name (default: <sweep>-<timestamp>; with --resume: the sweep's name)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment --name (Tuner.restore): finished trials are not rerun")
+    p.add_argument("--smoke-test", action="store_true", help="two trials per method, two epochs of two steps (checks a sweep end to end)")
+    p.add_argument("--method", action="append", dest="methods", help="only this method of the sweep (repeatable)")
+    p.add_argument("--data", default="ml-1m", help="dataset dir or bundled name; trials use its evaluation split (default: ml-1m)")
+    from raylurm.evaluate.split import SplitConfig
+
+    p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
+                   help="the split's category-preference cutoff quantile (default: %(default)s)")
+    p.add_argument("--storage-path", help="where experiments go (default: $RAYLURM_HOME/tune; s3://… on clusters)")
+    p.add_argument("--max-concurrent-trials", type=int, help="cap on trials side by side (default: CPUs (GPUs) / workers per trial)")
+    p.add_argument("--registry", help="registry directory (default: $RAYLURM_REGISTRY, else $RAYLURM_HOME/registry)")
+    p.add_argument("--no-register", action="store_true", help="do not export the best checkpoints to the registry")
+    cli.add_ray_arguments(p)
+    return p
+
+
+def main_(args) -> int:
+    from raylurm import sweeps
+    from raylurm.evaluate.split import SplitConfig, materialise
+    from raylurm.pretrain import resolve_dataset
+    from raylurm.runtime import init_ray
+    from raylurm.tune import results
+    from raylurm.tune.run import experiment_dir, run_sweep, smoke
+
+    sweep = sweeps.load(args.sweep)  # fails on typos before anything starts
+    if args.smoke_test:
+        sweep = smoke(sweep)
+    if args.resume and not args.name:
+        raise ValueError("--resume needs the --name of the experiment to continue")
+    name = args.name or f"{sweep.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    storage = args.storage_path or str(default_storage())
+    # the dashboard's state API is how Ray Train's PlacementGroupCleaner sees that a trial stopped by ASHA took its
+    # controller down; without it the stopped trial's workers' placement group is never freed (measured: the next trials hang)
+    init_ray(args.address, num_cpus=args.num_cpus, include_dashboard=True)
+    split = materialise(resolve_dataset(args.data), SplitConfig(cutoff_quantile=args.cutoff_quantile))
+    grids = run_sweep(sweep, split, storage, name, resume=args.resume, methods=args.methods,
+                      max_concurrent=args.max_concurrent_trials)
+    root = experiment_dir(storage, name)
+    for method, grid in grids.items():
+        errors = [r for r in grid if r.error]
+        log.info("%s: %d trial(s), %d failed", method, len(grid), len(errors))
+    if "://" in root:
+        log.info("results in %s; sync it locally for the report and the registry", root)
+        return 0
+    if not args.no_register:
+        from raylurm.registry import Registry
+
+        for method, (entry, promoted) in results.register_best(Path(root), Registry(args.registry)).items():
+            log.info("%s: best %s %.4f -> registry %s%s", method, entry.metric, entry.value, entry.path,
+                     " (serving)" if promoted else "")
+    print(f"experiment: {root}\nreport:     python -m raylurm.tune report {root}\n"
+          f"tensorboard --logdir {root}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        from raylurm.tune.report import main as report_main
+
+        return report_main(argv[1:])
+    return cli.run(main_, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
