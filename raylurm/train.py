@@ -78,6 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import ray.train.torch
+    import ray.util
 
     train = TrainConfig(**config["train"])
     context = ray.train.get_context()
@@ -105,6 +106,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise ValueError(f"epoch {epoch + 1} had no full batch of {batch_size} users on rank {rank}: "
                              f"lower --batch-size (the data has too few users for {context.get_world_size()} worker(s))")
         metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
+        if rank == 0 and (group := ray.util.get_current_placement_group()) is not None:
+            metrics["placement_group"] = group.id.hex()  # lets a Tune driver free the workers of a stopped trial
         _report(model, optimizer, metrics, rank, ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step,
                                                                train=to_dict(train), split=config.get("split")))
 

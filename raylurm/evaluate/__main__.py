@@ -4,6 +4,7 @@ Examples::
 
     python -m raylurm.evaluate --checkpoint demo-lurm              # a run name, run dir or checkpoint dir
     python -m raylurm.evaluate --all                               # latest checkpoint of each method on the split
+    python -m raylurm.evaluate --registry                          # the sweeps' best checkpoints (raylurm.registry)
     python -m raylurm.evaluate --all --pretrain --out results/ml-1m --results-md RESULTS.md   # the RESULTS.md command
 
 Tasks (see ``raylurm.evaluate.tasks``): user profiling, category preference, next item
@@ -84,6 +85,26 @@ def latest_per_method(storage: Path, split: Split) -> dict[str, Path]:
         if meta["method"] not in best or key > best[meta["method"]][0]:
             best[meta["method"]] = (key, meta_path.parent)
     return {m: best[m][1] for m in METHOD_ORDER if m in best}
+
+
+def registry_per_method(root: str | None, split: Split, methods: Sequence[str] = METHOD_ORDER) -> dict[str, Path]:
+    """The current registry entry of each method, if it was pretrained on ``split``."""
+    from raylurm.registry import Registry
+
+    registry = Registry(root)
+    out = {}
+    for method in methods:
+        entry = registry.current(method)
+        if entry is None:
+            continue
+        if entry.split != split.id:
+            log.warning("registry: %s entry %s was pretrained on split %s, not %s; skipped", method, entry.name, entry.split, split.id)
+            continue
+        out[method] = entry.path
+    if not out:
+        raise FileNotFoundError(f"registry {registry.root} has no current entry on split {split.id}: run a sweep "
+                                f"(python -m raylurm.tune tune_configs/study.py)")
+    return out
 
 
 # ------------------------------------------------------------------------------------ subjects
@@ -201,12 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", action="append", metavar="PATH", help="checkpoint dir, run dir or run name (repeatable)")
     what.add_argument("--all", action="store_true", help="the latest checkpoint of each method pretrained on this split")
+    what.add_argument("--registry", nargs="?", const="", metavar="DIR",
+                      help="the registry's current entry of each method (the sweeps' best; default DIR: $RAYLURM_HOME/registry)")
     p.add_argument("--pretrain", action="store_true",
                    help="with --all: first pretrain (paper defaults) each method with no checkpoint of --epochs epochs on the split "
                         "(a shorter run of the same name is continued)")
     p.add_argument("--epochs", type=int, default=5, help="with --pretrain: epochs (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=2, help="with --pretrain: Ray Train workers (default: %(default)s)")
-    p.add_argument("--methods", default=",".join(METHOD_ORDER), help="with --all: which methods (default: all four)")
+    p.add_argument("--methods", default=",".join(METHOD_ORDER), help="with --all or --registry: which methods (default: all four)")
     p.add_argument("--data", default="ml-1m", help="prepared dataset dir or bundled name (default: ml-1m)")
     p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
                    help="category-preference cutoff as a quantile of event times (default: %(default)s)")
@@ -246,6 +269,8 @@ def main_(args) -> int:
         checkpoints = {m: found[m] for m in methods if m in found}
         if not checkpoints:
             raise FileNotFoundError(f"no checkpoint pretrained on split {split.id} under {storage}; add --pretrain")
+    elif args.registry is not None:
+        checkpoints = registry_per_method(args.registry or None, split, [m.strip() for m in args.methods.split(",") if m.strip()])
     else:
         checkpoints = {}
         for value in args.checkpoint:
