@@ -208,16 +208,19 @@ def plots(trials: dict[str, list[Trial]], findings: list[dict], out: Path) -> li
         paths.append(path)
     shown = [f for f in findings if "arms" in f]
     if shown:
-        fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False)
+        fig.subplots_adjust(wspace=0.45)
+        fig.suptitle(f"best {METRIC} per arm (y axis truncated; one seed per trial)", fontsize=9, y=1.02)
         for ax, f in zip(axes[0], shown):
             labels = [a[0] for a in f["arms"]]
             values = [a[1] for a in f["arms"]]
-            ax.bar(range(len(values)), values, color="tab:blue", alpha=0.8)
+            bars = ax.bar(range(len(values)), values, color="tab:blue", alpha=0.8)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
             low = min(v for v in values if not math.isnan(v)) if any(not math.isnan(v) for v in values) else 0
             ax.set_ylim(max(0.0, low - 0.02), None)
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
             ax.set_title(f["name"], fontsize=8)
-            ax.set_ylabel(f"best {METRIC}")
+            ax.set_ylabel(f"best {METRIC}", fontsize=8)
             ax.grid(axis="y", alpha=0.3)
         path = out / "ablations.png"
         _save(fig, path)
@@ -267,7 +270,8 @@ def markdown(experiment: Path, record: dict, trials: dict[str, list[Trial]], bes
                      + " | ".join(_fmt(head[h]) for h in heads) + f" | {config} |")
     lines += ["", "## The papers' ablations, as directions", "",
               f"Each arm is the best trial of its group on validation (one seed per trial): |Δ| ≤ {TOLERANCE} reads as no "
-              "difference. These are directions under this sweep's budget, not the papers' tables.", "",
+              "difference — a convention, not a measured noise floor (a second seed per arm would give one). These are "
+              "directions under this sweep's budget, not the papers' tables.", "",
               "| ablation | paper | arms (best " + METRIC + ", trials) | Δ | verdict |", "|---|---|---|---|---|"]
     for f in findings:
         if "missing" in f:

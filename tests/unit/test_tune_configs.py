@@ -60,3 +60,15 @@ def test_sampling_draws_from_the_space():
                             "d": tune.grid_search(["x", "y"])}, rng) for _ in range(50)]
     assert {d["a"] for d in draws} == {1, 2, 3} and {d["d"] for d in draws} == {"x", "y"}
     assert all(1e-4 <= d["b"] <= 1e-2 and d["c"] == 7 for d in draws)
+
+
+def test_smoke_test_keeps_the_spaces_and_shrinks_the_budget():
+    from raylurm.tune.run import scheduler, smoke
+
+    sweep = sweeps.load(next(p for p in CONFIGS if p.stem == "lurm"))
+    small = smoke(sweep)
+    assert small.methods == sweep.methods
+    assert small.train["epochs"] == 2 and small.train["max_steps_per_epoch"] == 2 and small.search["num_samples"] == 2
+    asha = scheduler(small.search, max_t=small.train["epochs"])
+    assert type(asha).__name__ == "AsyncHyperBandScheduler" and asha._time_attr == "epoch"
+    assert type(scheduler({"scheduler": "fifo"}, 3)).__name__ == "FIFOScheduler"
