@@ -64,6 +64,15 @@ def test_smoke_sweep_reports_validation_metrics_and_registers_the_best(data, tmp
         model, meta = load_model(entry.path)  # rebuilt from the entry alone
         assert meta["method"] == method and meta["split"] == entry.split
     assert "report:" in capsys.readouterr().out
+    # the evaluator reads the registry's current entries
+    from raylurm.evaluate.__main__ import main as evaluate_main
+
+    out = tmp_path / "evaluation"
+    assert evaluate_main(["--registry", str(registry), "--data", str(data), "--cutoff-quantile", QUANTILE, "--seeds", "1",
+                          "--tasks", "profiling", "--no-baselines", "--out", str(out), "-q"]) == 0
+    evaluated = (out / "results.csv").read_text()
+    assert ",lurm," in evaluated and ",dss," in evaluated and "gender" in evaluated
+    assert reg.current("lurm").name in (out / "RESULTS.md").read_text()
     # a second sweep of the same name refuses instead of mixing trials
     assert tune_main([str(ROOT / "tune_configs" / "smoke.py"), "--data", str(data), "--cutoff-quantile", QUANTILE,
                       "--name", "smoke", "--storage-path", str(storage), "--registry", str(registry), "-q"]) == 2
