@@ -108,3 +108,22 @@ def register_best(experiment: Path, registry) -> dict[str, tuple[Any, bool]]:
         }, name=f"{experiment.name}.{trial.trial_id}.e{epoch}")
         out[method] = (entry, registry.offer(entry))
     return out
+
+
+def prune_checkpoints(experiment: Path, method: str) -> int:
+    """Delete each finished trial's checkpoints except its best epoch's and its latest (to resume); return bytes freed.
+
+    Every epoch is kept while trials run (the best epoch is only known at the end); afterwards a
+    sweep would otherwise keep trials × epochs checkpoints with their optimizer state."""
+    import shutil
+
+    freed = 0
+    for trial in load_trials(Path(experiment)).get(method, []):
+        if not trial.epochs:
+            continue
+        keep = {trial.epochs[-1].get("checkpoint_path"), trial.best.get("checkpoint_path") if trial.best else None}
+        for directory in (trial.path / "train").glob("checkpoint_*"):
+            if directory.is_dir() and str(directory) not in keep:
+                freed += sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+                shutil.rmtree(directory, ignore_errors=True)
+    return freed

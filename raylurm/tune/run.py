@@ -38,8 +38,8 @@ from raylurm.tune.validation import METRIC, MODE
 log = logging.getLogger(__name__)
 
 SWEEP_JSON = "sweep.json"
-DEFAULT_NUM_WORKERS = 1
-TRIAL_CPU = 0.01  # the function trainable's own share (Tune refuses 0)  # per trial: small models train best as many 1-worker trials side by side
+DEFAULT_NUM_WORKERS = 1  # per trial: small models train best as many 1-worker trials side by side
+TRIAL_CPU = 0.01  # the function trainable's own share (Tune refuses 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +239,11 @@ def run_sweep(sweep: sweeps.Sweep, split, storage: str, name: str, resume: bool 
             )
         log.info("%s: sweeping %d sample(s) of %s", method, sweep.search["num_samples"], sorted(sweep.methods[method]))
         results[method] = tuner.fit()
+        if "://" not in root:
+            from raylurm.tune.results import prune_checkpoints
+
+            freed = prune_checkpoints(Path(root), method)
+            log.info("%s: kept each trial's best and latest checkpoints (%.1f MB of other epochs freed)", method, freed / 1e6)
     return results
 
 

@@ -144,3 +144,10 @@ def test_tune_cli_refuses_bad_requests_before_starting_ray(tmp_path, capsys):
     sweep = Path(__file__).resolve().parents[2] / "tune_configs" / "smoke.py"
     assert tune_main([str(sweep), "--resume"]) == 2
     assert "--resume needs the --name" in capsys.readouterr().err
+
+
+def test_pruning_keeps_each_trials_best_and_latest_checkpoint(experiment):
+    trial = next(t for t in results.load_trials(experiment)["lurm"] if t.trial_id == "l_0")  # best epoch 2 of 3
+    assert results.prune_checkpoints(experiment, "lurm") > 0
+    assert sorted(p.name for p in (trial.path / "train").iterdir()) == ["checkpoint_2", "checkpoint_3"]
+    assert results.best_trials(results.load_trials(experiment))["lurm"].best["checkpoint_path"].endswith("checkpoint_2")
