@@ -65,7 +65,14 @@ def _verdict(delta: float) -> str:
 def ablations(trials: dict[str, list[Trial]]) -> list[dict[str, Any]]:
     """Each ablation: name, the paper's claim, arms [(label, best val, trials)], Δ, verdict (or why it is missing)."""
     out = []
-    lurm = trials.get("lurm", [])
+    if trials.get("lurm"):
+        out += _lurm_ablations(trials["lurm"])
+    out += _other_ablations(trials)
+    return out
+
+
+def _lurm_ablations(lurm: list[Trial]) -> list[dict[str, Any]]:
+    out = []
     scales = _groups(lurm, lambda t: t.config.get("scales", "both"))
     if len(scales) > 1 and "both" in scales:
         single = {k: v for k, v in scales.items() if k != "both"}
@@ -94,8 +101,15 @@ def ablations(trials: dict[str, list[Trial]]) -> list[dict[str, Any]]:
     else:
         out.append({"name": "LURM M anchors vs 1 anchor of equal width",
                     "missing": "no pair of trials with M > 1 and M = 1 at the same M·H"})
+    return out
+
+
+def _other_ablations(trials: dict[str, list[Trial]]) -> list[dict[str, Any]]:
+    out = []
     dss = _groups(trials.get("dss", []), lambda t: t.config.get("selection_fraction", 0.5))
-    if len(dss) > 2:
+    if "dss" not in trials:
+        pass
+    elif len(dss) > 2:
         lams = sorted(dss)
         curve = [(f"λ={lam:g}", _best(dss[lam]), len(dss[lam])) for lam in lams]
         peak = max(lams, key=lambda lam: _best(dss[lam]))
@@ -108,7 +122,9 @@ def ablations(trials: dict[str, list[Trial]]) -> list[dict[str, Any]]:
     adapt = _groups(trials.get("adaptssr", []), lambda t: ("fixed λ=%g" % t.config.get("fixed_lambda", 0.5)
                                                           if t.config.get("lambda_mode") == "fixed" else t.config.get("lambda_mode", "per_sample")))
     fixed = {k: v for k, v in adapt.items() if k.startswith("fixed")}
-    if "per_sample" in adapt and fixed:
+    if "adaptssr" not in trials:
+        pass
+    elif "per_sample" in adapt and fixed:
         delta = _best(adapt["per_sample"]) - max(_best(v) for v in fixed.values())
         out.append({"name": "AdaptSSR adaptive vs fixed λ", "claim": "augmentation-adaptive λ > a constant λ",
                     "arms": [(k, _best(v), len(v)) for k, v in sorted(adapt.items())], "delta": delta, "verdict": _verdict(delta),
@@ -271,8 +287,10 @@ def markdown(experiment: Path, record: dict, trials: dict[str, list[Trial]], bes
     lines += ["", "## The papers' ablations, as directions", "",
               f"Each arm is the best trial of its group on validation (one seed per trial): |Δ| ≤ {TOLERANCE} reads as no "
               "difference — a convention, not a measured noise floor (a second seed per arm would give one). These are "
-              "directions under this sweep's budget, not the papers' tables.", "",
-              "| ablation | paper | arms (best " + METRIC + ", trials) | Δ | verdict |", "|---|---|---|---|---|"]
+              "directions under this sweep's budget, not the papers' tables."
+              + (" ASHA stopped some trials early, so arms may compare different budgets; the FIFO study "
+                 "(tune_configs/study.py) gives every arm the same." if record.get("search", {}).get("scheduler") == "asha" else ""),
+              "", "| ablation | paper | arms (best " + METRIC + ", trials) | Δ | verdict |", "|---|---|---|---|---|"]
     for f in findings:
         if "missing" in f:
             lines.append(f"| {f['name']} | – | not measured: {f['missing']} | – | – |")
