@@ -70,6 +70,9 @@ def main_(args) -> int:
     from raylurm.tune.run import experiment_dir, run_sweep, smoke
 
     sweep = sweeps.load(args.sweep)  # fails on typos before anything starts
+    unknown = sorted(set(args.methods or []) - set(sweep.methods))
+    if unknown:
+        raise ValueError(f"{sweep.path} does not sweep {unknown}; it sweeps {sorted(sweep.methods)}")
     if args.smoke_test:
         sweep = smoke(sweep)
     if args.resume and not args.name:

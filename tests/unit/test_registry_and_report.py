@@ -144,6 +144,8 @@ def test_tune_cli_refuses_bad_requests_before_starting_ray(tmp_path, capsys):
     sweep = Path(__file__).resolve().parents[2] / "tune_configs" / "smoke.py"
     assert tune_main([str(sweep), "--resume"]) == 2
     assert "--resume needs the --name" in capsys.readouterr().err
+    assert tune_main([str(sweep), "--method", "atrank"]) == 2
+    assert "does not sweep ['atrank']" in capsys.readouterr().err
 
 
 def test_pruning_keeps_each_trials_best_and_latest_checkpoint(experiment):
