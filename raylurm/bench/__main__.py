@@ -24,6 +24,7 @@ from raylurm import cli
 SUBCOMMANDS: dict[str, str] = {
     "boi": "raylurm.bench.boi",
     "train": "raylurm.bench.train",
+    "tune": "raylurm.bench.tune",
 }
 
 

@@ -72,3 +72,11 @@ def test_smoke_test_keeps_the_spaces_and_shrinks_the_budget():
     asha = scheduler(small.search, max_t=small.train["epochs"])
     assert type(asha).__name__ == "AsyncHyperBandScheduler" and asha._time_attr == "epoch"
     assert type(scheduler({"scheduler": "fifo"}, 3)).__name__ == "FIFOScheduler"
+
+
+def test_the_tune_benchmark_writes_a_loadable_sweep(tmp_path):
+    from raylurm.bench.tune import _sweep
+
+    sweep = _sweep(tmp_path, trials=3, epochs=2)
+    assert sweep.methods["lurm"]["num_anchors"] == {"grid_search": [1, 2, 3]}
+    assert sweep.train == {"epochs": 2} and sweep.search["scheduler"] == "fifo"
