@@ -8,10 +8,11 @@ Examples::
 
 A sweep (``python -m raylurm.tune``) exports the best checkpoint of each method, by its
 validation metric, as an *entry*: a self-contained checkpoint (``model.pt`` + ``meta.json``;
-the model is rebuilt from it alone) plus ``entry.json`` with the sampled config, the validation
+the model is rebuilt from it alone; ``boi/`` holds the interest vocabulary and BoI settings that
+turn raw events into its inputs) plus ``entry.json`` with the sampled config, the validation
 metrics, the sweep, trial and epoch it came from and the evaluation split. Layout::
 
-    <registry>/<method>/<entry>/{model.pt, meta.json, entry.json}
+    <registry>/<method>/<entry>/{model.pt, meta.json, entry.json, boi/{manifest.json, vocabulary/}}
     <registry>/<method>/CURRENT                  the promoted entry's name
 
 Entries are written to a temporary directory and renamed into place; ``CURRENT`` is replaced
@@ -101,8 +102,11 @@ class Registry:
         return Entry(method, name, path, json.loads((path / ENTRY).read_text()))
 
     # ----------------------------------------------------------------------------------- writing
-    def register(self, checkpoint: str, record: dict[str, Any], name: str) -> Entry:
-        """Copy the checkpoint (a local path or a storage URI) and its record in as entry ``name``."""
+    def register(self, checkpoint: str, record: dict[str, Any], name: str, boi_dir: str | os.PathLike | None = None) -> Entry:
+        """Copy the checkpoint (a local path or a storage URI) and its record in as entry ``name``.
+
+        ``boi_dir`` (the BoI the model was pretrained on) adds its ``manifest.json`` and ``vocabulary/``
+        as ``boi/``, so the entry alone turns raw events into model inputs (what Serve needs)."""
         from raylurm.data.io import atomic_dir
 
         method = record["method"]
@@ -113,6 +117,10 @@ class Registry:
             return self._entry(method, name)
         with atomic_dir(target) as tmp:
             _fetch(checkpoint, tmp)
+            if boi_dir is not None and (Path(boi_dir) / "manifest.json").exists():
+                (tmp / "boi").mkdir()
+                shutil.copy2(Path(boi_dir) / "manifest.json", tmp / "boi" / "manifest.json")
+                shutil.copytree(Path(boi_dir) / "vocabulary", tmp / "boi" / "vocabulary")
             record = {**record, "name": name, "source_checkpoint": checkpoint,
                       "registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
             (tmp / ENTRY).write_text(json.dumps(record, indent=2, default=_json_default))

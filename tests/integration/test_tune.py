@@ -63,6 +63,8 @@ def test_smoke_sweep_reports_validation_metrics_and_registers_the_best(data, tmp
 
         model, meta = load_model(entry.path)  # rebuilt from the entry alone
         assert meta["method"] == method and meta["split"] == entry.split
+        boi = json.loads((entry.path / "boi" / "manifest.json").read_text())  # and its inputs from raw events
+        assert boi["vocabulary_hash"] == meta["vocabulary_hash"] and (entry.path / "boi" / "vocabulary" / "items.parquet").exists()
     assert "report:" in capsys.readouterr().out
     # the evaluator reads the registry's current entries
     from raylurm.evaluate.__main__ import main as evaluate_main

@@ -153,3 +153,12 @@ def test_pruning_keeps_each_trials_best_and_latest_checkpoint(experiment):
     assert results.prune_checkpoints(experiment, "lurm") > 0
     assert sorted(p.name for p in (trial.path / "train").iterdir()) == ["checkpoint_2", "checkpoint_3"]
     assert results.best_trials(results.load_trials(experiment))["lurm"].best["checkpoint_path"].endswith("checkpoint_2")
+
+
+def test_an_entry_carries_the_vocabulary_that_turns_events_into_inputs(tmp_path):
+    boi = tmp_path / "boi"
+    (boi / "vocabulary").mkdir(parents=True)
+    (boi / "manifest.json").write_text(json.dumps({"vocabulary_hash": "h"}))
+    (boi / "vocabulary" / "items.parquet").write_bytes(b"x")
+    entry = Registry(tmp_path / "registry").register(str(_checkpoint(tmp_path / "c")), {"method": "lurm"}, name="e", boi_dir=boi)
+    assert (entry.path / "boi" / "manifest.json").exists() and (entry.path / "boi" / "vocabulary" / "items.parquet").exists()
