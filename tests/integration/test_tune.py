@@ -66,6 +66,7 @@ def test_smoke_sweep_reports_validation_metrics_and_registers_the_best(data, tmp
         boi = json.loads((entry.path / "boi" / "manifest.json").read_text())  # and its inputs from raw events
         assert boi["vocabulary_hash"] == meta["vocabulary_hash"] and (entry.path / "boi" / "vocabulary" / "items.parquet").exists()
     assert "report:" in capsys.readouterr().out
+    _serving_inputs_match_the_pipeline(reg, data)
     # the evaluator reads the registry's current entries
     from raylurm.evaluate.__main__ import main as evaluate_main
 
@@ -127,3 +128,33 @@ def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ra
     assert epochs[-1] == 3 and epochs.count(1) == 1, f"continued from its last checkpoint, not from scratch: {epochs}"
     assert Registry(tmp_path / "registry").current("lurm") is not None
     assert json.loads((storage / "killed" / "sweep.json").read_text())["sweep"] == "resume"
+
+
+def _serving_inputs_match_the_pipeline(reg: Registry, data: Path) -> None:
+    """An entry alone turns raw events into exactly the inputs the Ray Data pipeline built (same embedding)."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from raylurm.batch import collate
+    from raylurm.checkpoint import load_model
+    from raylurm.evaluate.split import Split, default_root
+    from raylurm.serving.features import EventEncoder
+
+    split = Split.load(default_root(data, SplitConfig(cutoff_quantile=float(QUANTILE))))
+    events = pads.dataset(split.dataset("history") / "events").to_table()
+    users = sorted(set(events["user_id"].to_pylist()), key=str)[:6]
+    requests = [[{k: r[k] for k in ("item_id", "timestamp", "behavior")} for r in events.filter(pc.equal(events["user_id"], u)).to_pylist()]
+                for u in users]
+    reference = pq.read_table(split.boi("history") / "users")
+    position = {str(u): i for i, u in enumerate(reference["user_id"].to_pylist())}
+    for method in ("lurm", "dss"):
+        entry = reg.current(method)
+        model, meta = load_model(entry.path)
+        encoded = EventEncoder(entry.path / "boi").encode(users, requests)
+        order = [position[u] for u in encoded.rows["user_id"].to_pylist()]
+        scales = tuple(meta["info"]["scales"])
+        served = model.embed(collate(encoded.rows, scales)).numpy()
+        built = model.embed(collate(reference.take(order), scales)).numpy()
+        np.testing.assert_allclose(served, built, rtol=0, atol=1e-6)

@@ -1,0 +1,1 @@
+"""Serving the registry's checkpoints (issue 7): raw events -> model inputs -> representations."""
