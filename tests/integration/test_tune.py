@@ -86,11 +86,34 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def _trial_id(trial_dir: Path) -> str | None:
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return json.loads(lines[0]).get("trial_id") if lines else None
+
+
+def _terminated(experiment: Path) -> set[str]:
+    """Trial ids that Tune's last saved experiment state records as TERMINATED."""
+    out = set()
+    for path in experiment.glob("experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):  # being rewritten
+            continue
+        for item in state.get("trial_data", []):
+            trial = json.loads(item[0]) if isinstance(item, list) else item
+            if trial.get("status") == "TERMINATED":
+                out.add(trial.get("trial_id"))
+    return out
+
+
+EPOCHS = 4  # long enough that Tune saves its state between one trial's end and the next one's
+
+
 def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ray_runtime):
     sweep = tmp_path / "resume.py"
     sweep.write_text("from ray import tune\n"
                      "METHODS = {'lurm': {'num_anchors': tune.grid_search([1, 2, 3]), 'hidden_dim': 8, 'batch_size': 8}}\n"
-                     "TRAIN = {'epochs': 3, 'max_steps_per_epoch': 2}\n"
+                     f"TRAIN = {{'epochs': {EPOCHS}, 'max_steps_per_epoch': 2}}\n"
                      "SEARCH = {'num_samples': 1, 'scheduler': 'fifo', 'max_concurrent_trials': 1}\n")
     storage = tmp_path / "tune"
     args = [str(sweep), "--data", str(data), "--cutoff-quantile", QUANTILE, "--name", "killed", "--storage-path", str(storage),
@@ -104,8 +127,9 @@ def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ra
     finished = in_flight = None
     while time.monotonic() < deadline and driver.poll() is None:
         counts = {p.parent.name: _lines(p) for p in experiment.glob("*/result.json")}
-        finished = [t for t, n in counts.items() if n >= 3]
-        in_flight = [t for t, n in counts.items() if 1 <= n < 3]
+        recorded = _terminated(experiment)  # finished as far as Tune's saved experiment state knows
+        finished = [t for t, n in counts.items() if n >= EPOCHS and _trial_id(experiment / t) in recorded]
+        in_flight = [t for t, n in counts.items() if 1 <= n < EPOCHS]
         if finished and in_flight:
             break
         time.sleep(0.2)
@@ -120,12 +144,12 @@ def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ra
     assert len(trials) == 3
     for trial in trials:
         epochs = [r["epoch"] for r in trial.epochs]
-        assert trial.error is None and max(epochs) == 3, (trial.trial_id, epochs)
+        assert trial.error is None and max(epochs) == EPOCHS, (trial.trial_id, epochs)
     done = finished[0]
     assert (experiment / done / "result.json").read_text() == before[done], "a finished trial is not rerun"
     resumed = next(t for t in trials if t.path.name == in_flight[0])
     epochs = [r["epoch"] for r in resumed.epochs]
-    assert epochs[-1] == 3 and epochs.count(1) == 1, f"continued from its last checkpoint, not from scratch: {epochs}"
+    assert epochs[-1] == EPOCHS and epochs.count(1) == 1, f"continued from its last checkpoint, not from scratch: {epochs}"
     assert Registry(tmp_path / "registry").current("lurm") is not None
     assert json.loads((storage / "killed" / "sweep.json").read_text())["sweep"] == "resume"
 
