@@ -28,6 +28,7 @@ import numpy as np
 
 from raylurm import cli
 from raylurm.tune.results import Trial, best_trials, load_trials, sweep_record
+from raylurm.tune.run import SWEEP_JSON
 from raylurm.tune.validation import METRIC
 
 log = logging.getLogger("raylurm.tune.report")
@@ -313,7 +314,7 @@ def resolve_experiment(value: str, storage: str | None) -> Path:
     from raylurm.tune.__main__ import default_storage
 
     for candidate in (Path(value), Path(storage or default_storage()) / value):
-        if (candidate / "sweep.json").exists():
+        if (candidate / SWEEP_JSON).exists():
             return candidate
     raise FileNotFoundError(f"no sweep experiment at {value!r} (looked for a path and a name under {storage or default_storage()})")
 

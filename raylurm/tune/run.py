@@ -55,8 +55,9 @@ class Setup:
     experiment_path: str  # <storage>/<experiment>/<method>, a URI or a local path
 
 
-def trial(config: dict[str, Any], setup: Setup, dataset=None) -> None:
-    """The function trainable: one Ray Train run of ``setup.method`` with the sampled ``config``."""
+def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
+    """The function trainable: one Ray Train run of ``setup.method`` with the sampled ``config`` on ``dataset``
+    (the BoI rows, materialised once per sweep by :func:`run_sweep`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -73,10 +74,6 @@ def trial(config: dict[str, Any], setup: Setup, dataset=None) -> None:
     trial_storage = _join(setup.experiment_path, trial_dir.name)
     loop_config = {"train": dataclasses.asdict(train), "method": setup.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": setup.split, "fault_marker": str(trial_dir / ".fault-injected")}
-    if dataset is None:
-        import ray
-
-        dataset = ray.data.read_parquet(str(Path(setup.boi) / "users")).materialize()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
