@@ -1,0 +1,257 @@
+"""The Ray Serve application: a FastAPI ingress in front of one model deployment per method.
+
+Layout (``serve status`` shows it)::
+
+    Api (FastAPI ingress, /v1/..., /healthz, /docs)
+      ├── lurm      MethodModel   multiplexed over the method's registry entries
+      ├── atrank    MethodModel      (model id = entry name; @serve.batch per entry)
+      ├── dss       MethodModel
+      └── adaptssr  MethodModel
+
+Why one deployment per method, each multiplexed over its own entries: the four models differ in
+cost by an order of magnitude (ATRank's next-item scoring vs LURM's bag sums), so each gets its
+own replicas, CPU/GPU share and batch queue, and a slow method never delays a fast one's batch.
+Within a method, Serve's model multiplexing keys each request by the registry entry the ingress
+currently serves; a promote in the registry (``python -m raylurm.registry promote``) therefore
+swaps models without redeploying: the ingress notices the new ``CURRENT`` (every
+``reload_interval_s``, or at once on ``POST /v1/reload``), loads it on a replica, then routes new
+requests to it while requests already routed finish on the old entry (two entries fit a replica).
+
+Request problems are answered with 4xx and a message; the model replicas return them as values
+(``{"error": …}``), never as exceptions, so one bad request cannot fail a whole batch.
+"""
+
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from raylurm import __version__
+from raylurm.registry import Registry
+from raylurm.serving import incremental
+from raylurm.serving.model import RequestError, ServedModel
+from raylurm.serving.schemas import (EmbedRequest, EmbedResponse, Health, RecommendRequest, RecommendResponse,
+                                     ServeArgs, SimilarRequest, SimilarResponse)
+
+log = logging.getLogger(__name__)
+
+METHOD_ORDER = ("lurm", "atrank", "dss", "adaptssr")
+MODELS_PER_REPLICA = 2  # the serving entry and the one it replaced (requests in flight during a swap)
+
+
+@serve.deployment
+class MethodModel:
+    """One method's models, multiplexed by registry entry; batched forwards (``@serve.batch``)."""
+
+    def __init__(self, method: str, args: dict):
+        self.method, self.args = method, ServeArgs(**args)
+        self.registry = Registry(self.args.registry)
+        for batched in (self._embed_batch, self._score_batch):
+            batched.set_max_batch_size(self.args.max_batch_size)
+            batched.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, entry: str) -> ServedModel:
+        found = self.registry.get(self.method, entry)
+        return await asyncio.to_thread(ServedModel, found, self.args.device, self.args.users, self.args.index_factory)
+
+    async def _served(self) -> ServedModel:
+        return await self.get_model(serve.get_multiplexed_model_id())
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
+        served = await self._served()
+        return [v[0] for v in await asyncio.to_thread(served.forward, rows)]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
+        served = await self._served()
+        return [v[0] for v in await asyncio.to_thread(served.forward, rows, True)]
+
+    async def _vector(self, served: ServedModel, request: dict) -> tuple[np.ndarray, list]:
+        if request.get("user_id") is not None:
+            return served.lookup(request["user_id"]), []
+        row, unknown = served.rows(request["events"])
+        return await self._embed_batch(row), unknown
+
+    async def embed(self, request: dict) -> dict:
+        async def answer(served: ServedModel) -> dict:
+            out: dict[str, Any] = {}
+            if request.get("state") is not None or request.get("return_state"):
+                if not served.can_update:
+                    raise RequestError(f"incremental updates ('state', 'return_state') are LURM's; {self.method} has none")
+            if request.get("state") is not None:
+                state = request["state"]
+                if state.get("entry") != served.entry.name:
+                    raise RequestError(f"the state was made by entry {state.get('entry')!r}; {self.method} now serves "
+                                       f"{served.entry.name!r}: send the full history once to get a new state", status=409)
+                vector, new_state, unknown = await asyncio.to_thread(served.update, state.get("scales"), request["events"])
+                out["state"] = {"entry": served.entry.name, "scales": incremental.to_json(new_state)}
+            else:
+                vector, unknown = await self._vector(served, request)
+                if request.get("return_state"):
+                    if request.get("events") is None:
+                        raise RequestError("'return_state' needs the user's events (a state is built from the history)")
+                    row, _ = served.rows(request["events"])
+                    out["state"] = {"entry": served.entry.name, "scales": incremental.to_json(served.state_of(row))}
+            return {"dim": served.dim, "embedding": vector.tolist(), "unknown_items": unknown, **out}
+        return await self._answer(answer)
+
+    async def similar(self, request: dict) -> dict:
+        async def answer(served: ServedModel) -> dict:
+            vector, unknown = await self._vector(served, request)
+            return {"users": served.similar(vector, request["k"], exclude=request.get("user_id")), "unknown_items": unknown}
+        return await self._answer(answer)
+
+    async def recommend(self, request: dict) -> dict:
+        async def answer(served: ServedModel) -> dict:
+            if not served.can_recommend:
+                raise RequestError(f"{self.method} has no next-item head; /v1/recommend serves atrank and dss", status=422)
+            row, unknown = served.rows(request["events"])
+            scores = await self._score_batch(row)
+            seen = served.request_item_ids(request["events"]) if request.get("exclude_seen", True) else ()
+            return {"items": served.top_items(scores, request["k"], seen), "unknown_items": unknown}
+        return await self._answer(answer)
+
+    async def describe(self) -> dict:
+        return (await self._served()).describe()
+
+    async def _answer(self, answer) -> dict:
+        served = await self._served()
+        try:
+            return {"method": self.method, "entry": served.entry.name, **await answer(served)}
+        except RequestError as err:
+            return {"error": {"status": err.status, "detail": err.detail}}
+
+
+def make_ingress(args: ServeArgs):
+    """The FastAPI app and the ingress deployment class (built per app, so the limits travel with it)."""
+    api = FastAPI(title="raylurm", version=__version__,
+                  description="Universal user representations from the raylurm registry's best checkpoints: "
+                              "embed users, find similar users, recommend next items. Bodies and limits: see the schemas.")
+
+    @api.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if request.method == "POST" and size is not None:
+            if not size.isdigit():
+                return JSONResponse({"detail": f"bad Content-Length {size!r}"}, status_code=400)
+            if int(size) > args.max_body_bytes:
+                return JSONResponse({"detail": f"request body of {size} bytes is over max_body_bytes={args.max_body_bytes}"},
+                                    status_code=413)
+        return await call_next(request)
+
+    @serve.ingress(api)
+    class Api:
+        def __init__(self, models: dict[str, DeploymentHandle], args: dict):
+            self.args, self.models = ServeArgs(**args), models
+            self.registry = Registry(self.args.registry)
+            self.serving = {m: self._current(m) for m in models}
+            self._checked, self._reloading = time.monotonic(), asyncio.Lock()
+
+        def _current(self, method: str) -> str:
+            entry = self.registry.current(method)
+            if entry is None:
+                raise FileNotFoundError(f"registry {self.registry.root}: {method} has no current entry")
+            return entry.name
+
+        # ----------------------------------------------------------------------- plumbing
+        def _handle(self, method: str) -> DeploymentHandle:
+            if method not in self.models:
+                raise HTTPException(404, f"method {method!r} is not served; served: {sorted(self.models)}")
+            return self.models[method].options(multiplexed_model_id=self.serving[method])
+
+        def _limits(self, body) -> None:
+            events = getattr(body, "events", None)
+            if events is not None and len(events) > self.args.max_events:
+                raise HTTPException(413, f"{len(events)} events are over max_events={self.args.max_events}")
+            k = getattr(body, "k", None)
+            if k is not None and k > self.args.max_k:
+                raise HTTPException(422, f"k={k} is over max_k={self.args.max_k}")
+
+        async def _call(self, endpoint: str, body) -> dict:
+            self._limits(body)
+            handle = self._handle(body.method)
+            self._maybe_reload()
+            out = await getattr(handle, endpoint).remote(body.model_dump(exclude_none=True))
+            if "error" in out:
+                raise HTTPException(out["error"]["status"], out["error"]["detail"])
+            return out
+
+        def _maybe_reload(self) -> None:
+            interval = self.args.reload_interval_s
+            if interval > 0 and time.monotonic() - self._checked > interval and not self._reloading.locked():
+                self._checked = time.monotonic()
+                asyncio.get_running_loop().create_task(self._reload())
+
+        async def _reload(self) -> dict:
+            async with self._reloading:
+                changed = {}
+                for method in self.models:
+                    try:
+                        entry = await asyncio.to_thread(self._current, method)
+                        if entry != self.serving[method]:
+                            await self.models[method].options(multiplexed_model_id=entry).describe.remote()  # load it first
+                            changed[method] = {"from": self.serving[method], "to": entry}
+                            self.serving[method] = entry
+                            log.info("%s: now serving %s (was %s)", method, entry, changed[method]["from"])
+                    except Exception as err:  # a broken entry must not take the served one down
+                        log.error("%s: keeping %s; the registry's current entry failed to load: %s", method, self.serving[method], err)
+                        changed[method] = {"error": str(err)}
+                self._checked = time.monotonic()
+                return changed
+
+        # ----------------------------------------------------------------------- endpoints
+        @api.post("/v1/embed", response_model=EmbedResponse, response_model_exclude_none=True, tags=["v1"],
+                  summary="A user's representation, from events, a served user_id, or a LURM state plus new events")
+        async def embed(self, body: EmbedRequest) -> dict:
+            return await self._call("embed", body)
+
+        @api.post("/v1/similar-users", response_model=SimilarResponse, tags=["v1"],
+                  summary="Nearest served users (cosine, faiss) to a served user_id or to events")
+        async def similar_users(self, body: SimilarRequest) -> dict:
+            return await self._call("similar", body)
+
+        @api.post("/v1/recommend", response_model=RecommendResponse, tags=["v1"],
+                  summary="Next items for a user's events (sequence methods: atrank, dss)")
+        async def recommend(self, body: RecommendRequest) -> dict:
+            return await self._call("recommend", body)
+
+        @api.get("/v1/models", tags=["v1"], summary="Which registry entry serves each method, with its metrics")
+        async def models(self) -> dict:
+            described = await asyncio.gather(*(self._handle(m).describe.remote() for m in self.models))
+            return {"models": list(described)}
+
+        @api.post("/v1/reload", tags=["v1"], summary="Re-read the registry now; load and serve promoted entries")
+        async def reload(self) -> dict:
+            return {"changed": await self._reload(), "serving": dict(self.serving)}
+
+        @api.get("/healthz", response_model=Health, tags=["health"])
+        async def healthz(self) -> dict:
+            return {"status": "ok", "methods": dict(self.serving)}
+
+    return Api
+
+
+def app_builder(args: ServeArgs):
+    """Typed application builder (``serve run serve/config.yaml``, ``python -m raylurm.serve``)."""
+    registry = Registry(args.registry)
+    args = args.model_copy(update={"registry": str(registry.root.resolve())})  # replicas may run elsewhere
+    available = [m for m in METHOD_ORDER if registry.current(m) is not None]
+    methods = args.methods or available
+    missing = [m for m in methods if m not in available]
+    if missing or not methods:
+        raise ValueError(f"registry {registry.root}: no current entry for {missing or list(METHOD_ORDER)} "
+                         f"(have: {available or 'none'}); run a sweep (python -m raylurm.tune) or promote an entry")
+    options = {"num_replicas": args.num_replicas, "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
+    models = {m: MethodModel.options(name=m, **options).bind(m, args.model_dump()) for m in methods}
+    ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1})
+    return ingress.bind(models, args.model_dump())
