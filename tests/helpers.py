@@ -32,3 +32,32 @@ def train_steps(model, batch: dict, steps: int, lr: float) -> list[float]:
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+SMALL_CONFIGS = {  # tiny model configs (seconds on CPU) for serving and registry tests
+    "lurm": {"num_anchors": 3, "hidden_dim": 8},
+    "atrank": {"item_dim": 8, "category_dim": 8, "hidden_dim": 16, "num_spaces": 2, "ffn_dim": 32},
+    "dss": {"hidden_dim": 8, "num_intentions": 2},
+    "adaptssr": {"dim": 8, "num_heads": 2},
+}
+
+
+def register_model(registry, method: str, boi_dir: Path, info, name: str, seed: int = 0, value: float = 0.5,
+                   split: str = "s1", **record):
+    """A randomly initialised ``method`` model saved as a checkpoint and registered as ``name`` (with boi/)."""
+    import tempfile
+
+    import torch
+
+    from raylurm import checkpoint
+    from raylurm.methods import METHODS
+
+    cls = METHODS[method]
+    torch.manual_seed(seed)
+    config = cls.Config(**SMALL_CONFIGS[method])
+    model = cls(config, info)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint.save(tmp, model, None, checkpoint.meta_for(method, config, info))
+        return registry.register(tmp, {"method": method, "metric": "val_auc", "metrics": {"val_auc": value},
+                                       "epoch": 1, "split": split, "config": SMALL_CONFIGS[method], **record},
+                                 name=name, boi_dir=boi_dir)

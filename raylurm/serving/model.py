@@ -80,7 +80,7 @@ class ServedModel:
         self.can_recommend = hasattr(self.model, "score_items")
         self.can_update = isinstance(self.model, incremental.LURM)
         self.users_dir = users_dir_for(entry, users_dir)
-        self.user_ids: list[str] = []
+        self.user_ids: list = []
         self._user_row: dict[str, int] = {}
         self.vectors = np.zeros((0, self.dim), np.float32)
         self.index = faiss.index_factory(self.dim, index_factory, faiss.METRIC_INNER_PRODUCT)
@@ -105,8 +105,8 @@ class ServedModel:
 
     # ------------------------------------------------------------------------------ encoding
     def _index_users(self, rows: pa.Table) -> None:
-        self.user_ids = [str(u) for u in rows["user_id"].to_pylist()]
-        self._user_row = {u: i for i, u in enumerate(self.user_ids)}
+        self.user_ids = rows["user_id"].to_pylist()  # answered in their own type (int or str)
+        self._user_row = {str(u): i for i, u in enumerate(self.user_ids)}
         self.vectors = np.concatenate([self.forward([rows.slice(i, self.batch_size)])[0]
                                        for i in range(0, rows.num_rows, self.batch_size)] or [self.vectors])
         if not self.index.is_trained:
@@ -156,7 +156,7 @@ class ServedModel:
         wanted = min(k + (exclude is not None), len(self.user_ids))
         scores, rows = self.index.search(_unit(vector[None]), wanted)
         found = [{"user_id": self.user_ids[r], "score": float(s)} for s, r in zip(scores[0], rows[0])
-                 if r >= 0 and self.user_ids[r] != (None if exclude is None else str(exclude))]
+                 if r >= 0 and (exclude is None or str(self.user_ids[r]) != str(exclude))]
         return found[:k]
 
     def top_items(self, scores: np.ndarray, k: int, seen: Sequence[Any] = ()) -> list[dict]:

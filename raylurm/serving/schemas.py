@@ -90,7 +90,7 @@ class EmbedResponse(BaseModel):
 
 
 class SimilarUser(BaseModel):
-    user_id: str
+    user_id: Union[int, str]
     score: float = Field(description="cosine similarity")
 
 

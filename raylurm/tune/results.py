@@ -105,6 +105,8 @@ def register_best(experiment: Path, registry) -> dict[str, tuple[Any, bool]]:
             "config": trial.config, "train": record.get("train"), "split": record.get("split"),
             "dataset": record.get("dataset"), "experiment": experiment.name, "sweep_file": record.get("file"),
             "trial_id": trial.trial_id, "trial_path": str(trial.path),
+            # whose representations Serve indexes for similar-users (the pretraining users)
+            "users_dir": str(Path(record["split_root"]) / "boi" / "pretrain" / "users") if record.get("split_root") else None,
         }, name=f"{experiment.name}.{trial.trial_id}.e{epoch}",
             boi_dir=Path(record["split_root"]) / "boi" / "pretrain" if record.get("split_root") else None)
         out[method] = (entry, registry.offer(entry))

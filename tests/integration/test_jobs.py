@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pretrain import boi_dir  # noqa: F401  (module-scoped fixture reused)
-
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +77,7 @@ def _submit(address: str, env: dict, *args: str) -> subprocess.CompletedProcess:
         time.sleep(2)
 
 
-def test_job_submit_trains_and_streams_logs(head, boi_dir, tmp_path):  # noqa: F811
+def test_job_submit_trains_and_streams_logs(head, boi_dir, tmp_path):
     address, env = head
     proc = _submit(address, env, "--method", "lurm", "--data", str(boi_dir), "--epochs", "1", "--batch-size", "8",
                    "--max-steps-per-epoch", "2", "--storage-path", str(tmp_path), "--name", "job", "--set", "num_anchors=2")
@@ -89,7 +87,7 @@ def test_job_submit_trains_and_streams_logs(head, boi_dir, tmp_path):  # noqa: F
     assert list((tmp_path / "job").glob("checkpoint_*")), "a checkpoint was written by the job"
 
 
-def test_failing_job_propagates_its_error(head, boi_dir):  # noqa: F811
+def test_failing_job_propagates_its_error(head, boi_dir):
     address, env = head
     proc = _submit(address, env, "--method", "lurm", "--data", str(boi_dir), "--set", "no_such_option=1")
     assert proc.returncode != 0

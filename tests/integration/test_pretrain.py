@@ -7,27 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from raylurm.boi.build import BuildConfig, build
-from raylurm.boi.item_embedding import ItemEmbeddingConfig
-from raylurm.boi.pipeline import BoiConfig
-from raylurm.boi.vocabulary import VocabularyConfig
 from raylurm.checkpoint import load_model, read_meta
-from raylurm.data.synth import SynthConfig, generate
 from raylurm.methods import METHODS
 from raylurm.pretrain import fit
 from raylurm.train import TrainConfig
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def boi_dir(ray_runtime, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pretrain")
-    generate(SynthConfig(users=64, years=2, items=300, num_topics=8, num_categories=4, seed=5), root / "data", progress=False)
-    config = BuildConfig(embedding=ItemEmbeddingConfig(method="cooccurrence", dim=16),
-                         vocabulary=VocabularyConfig(num_interests=24), boi=BoiConfig(on_unknown_items="skip"))
-    build(root / "data", root / "boi", config, progress=False)
-    return root / "boi"
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
