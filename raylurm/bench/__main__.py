@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "boi": "raylurm.bench.boi",
     "train": "raylurm.bench.train",
     "tune": "raylurm.bench.tune",
+    "serve": "raylurm.bench.serve",
 }
 
 

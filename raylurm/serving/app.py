@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -66,12 +66,12 @@ class MethodModel:
     async def _served(self) -> ServedModel:
         return await self.get_model(serve.get_multiplexed_model_id())
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def _embed_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
         served = await self._served()
         return [v[0] for v in await asyncio.to_thread(served.forward, rows)]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def _score_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
         served = await self._served()
         return [v[0] for v in await asyncio.to_thread(served.forward, rows, True)]
@@ -155,7 +155,7 @@ def make_ingress(args: ServeArgs):
             self.args, self.models = ServeArgs(**args), models
             self.registry = Registry(self.args.registry)
             self.serving = {m: self._current(m) for m in models}
-            self._checked, self._reloading = time.monotonic(), asyncio.Lock()
+            self._checked, self._reloading, self._handles = time.monotonic(), asyncio.Lock(), {}
 
         def _current(self, method: str) -> str:
             entry = self.registry.current(method)
@@ -167,7 +167,10 @@ def make_ingress(args: ServeArgs):
         def _handle(self, method: str) -> DeploymentHandle:
             if method not in self.models:
                 raise HTTPException(404, f"method {method!r} is not served; served: {sorted(self.models)}")
-            return self.models[method].options(multiplexed_model_id=self.serving[method])
+            key = (method, self.serving[method])
+            if key not in self._handles:  # one handle per served entry (options() builds a new handle object)
+                self._handles[key] = self.models[method].options(multiplexed_model_id=key[1])
+            return self._handles[key]
 
         def _limits(self, body) -> None:
             events = getattr(body, "events", None)
@@ -181,7 +184,7 @@ def make_ingress(args: ServeArgs):
             self._limits(body)
             handle = self._handle(body.method)
             self._maybe_reload()
-            out = await getattr(handle, endpoint).remote(body.model_dump(exclude_none=True))
+            out = await getattr(handle, endpoint).remote(_plain(body))
             if "error" in out:
                 raise HTTPException(out["error"]["status"], out["error"]["detail"])
             return out
@@ -212,18 +215,18 @@ def make_ingress(args: ServeArgs):
         # ----------------------------------------------------------------------- endpoints
         @api.post("/v1/embed", response_model=EmbedResponse, response_model_exclude_none=True, tags=["v1"],
                   summary="A user's representation, from events, a served user_id, or a LURM state plus new events")
-        async def embed(self, body: EmbedRequest) -> dict:
-            return await self._call("embed", body)
+        async def embed(self, body: EmbedRequest) -> Response:
+            return _json(EmbedResponse, await self._call("embed", body))
 
         @api.post("/v1/similar-users", response_model=SimilarResponse, tags=["v1"],
                   summary="Nearest served users (cosine, faiss) to a served user_id or to events")
-        async def similar_users(self, body: SimilarRequest) -> dict:
-            return await self._call("similar", body)
+        async def similar_users(self, body: SimilarRequest) -> Response:
+            return _json(SimilarResponse, await self._call("similar", body))
 
         @api.post("/v1/recommend", response_model=RecommendResponse, tags=["v1"],
                   summary="Next items for a user's events (sequence methods: atrank, dss)")
-        async def recommend(self, body: RecommendRequest) -> dict:
-            return await self._call("recommend", body)
+        async def recommend(self, body: RecommendRequest) -> Response:
+            return _json(RecommendResponse, await self._call("recommend", body))
 
         @api.get("/v1/models", tags=["v1"], summary="Which registry entry serves each method, with its metrics")
         async def models(self) -> dict:
@@ -239,6 +242,20 @@ def make_ingress(args: ServeArgs):
             return {"status": "ok", "methods": dict(self.serving)}
 
     return Api
+
+
+def _plain(body) -> dict:
+    """A request model as plain dicts for the model replica (pydantic's model_dump costs ~2 ms per 150 events)."""
+    out = dict(body.__dict__)
+    if out.get("events") is not None:
+        out["events"] = [dict(e.__dict__) for e in out["events"]]
+    return out
+
+
+def _json(model, out: dict) -> Response:
+    """Validate against the response model and serialise with pydantic's JSON encoder (a 2560-float
+    embedding: 0.1 ms, against ~3 ms through FastAPI's generic encoder and json.dumps)."""
+    return Response(model.model_validate(out).model_dump_json(exclude_none=True), media_type="application/json")
 
 
 def app_builder(args: ServeArgs):

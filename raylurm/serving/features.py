@@ -55,7 +55,8 @@ class EventEncoder:
         default = self.behaviors[0] if len(self.behaviors) == 1 else None
         for user, user_events in zip(users, events):
             for event in user_events:
-                behavior = event.get("behavior", default)
+                behavior = event.get("behavior")
+                behavior = default if behavior is None else behavior
                 if behavior not in self.behaviors:
                     raise ValueError(f"behavior {behavior!r} is not one of the model's {self.behaviors}")
                 user_ids.append(str(user))

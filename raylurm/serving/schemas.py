@@ -23,7 +23,8 @@ class ServeArgs(BaseModel):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (e.g. 0.25 shares one GPU by four methods)")
     num_replicas: int = Field(1, ge=1, description="replicas per method")
     max_batch_size: int = Field(32, ge=1, description="requests batched into one forward (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="longest wait to fill a batch")
+    batch_wait_timeout_s: float = Field(0.001, ge=0, description="longest wait to fill a batch (under load batches fill "
+                                                                   "while the previous one runs)")
     max_events: int = Field(10_000, ge=1, description="events per request; more -> 413")
     max_k: int = Field(1_000, ge=1, description="largest k of similar-users and recommend; more -> 422")
     max_body_bytes: int = Field(4_000_000, ge=1_000, description="request body size; more -> 413")

@@ -1,0 +1,184 @@
+"""``python -m raylurm.bench serve`` — HTTP serving latency and throughput vs a bare in-process forward.
+
+The Serve application (``raylurm.serving.app``) is deployed on an embedded Ray with the registry's
+current entries, bound to 127.0.0.1. For each method and concurrency level (1, 8, 32 by default),
+``c`` client threads send ``POST /v1/embed`` requests in a closed loop — each request one real
+user's events from the registry entry's pretraining data (ML-1M by default), over keep-alive
+connections — until ``--requests`` have completed or ``--max-seconds`` have passed.
+
+Baseline: what a user gets without Serve — the same entry loaded in this process
+(:class:`raylurm.serving.model.ServedModel`), encoding the same ``c`` requests' events and running
+them through the model as one batch (what ``@serve.batch`` does). Its latency is the median over
+repetitions. Reported: p50/p99 latency, requests/s, and the overhead ratio served p50 / in-process
+p50 of the same batch. Loopback only; the counts and times are bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from raylurm.bench import common
+
+HELP = "HTTP serving: p50/p99 and req/s at concurrency 1/8/32 vs a bare in-process forward of the same batch"
+SECTION = "## Serving (python -m raylurm.bench serve)"
+PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", nargs="+", default=["lurm", "atrank", "dss", "adaptssr"], help="methods to measure (current registry entries)")
+    parser.add_argument("--registry", help="registry root (default: $RAYLURM_REGISTRY or $RAYLURM_HOME/registry)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads (requests in flight)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per (method, concurrency), at most")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="time bound per (method, concurrency)")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size of the model deployments")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+
+
+def _payloads(served, method: str, count: int) -> list[bytes]:
+    """``count`` real users' events from the entry's pretraining data (the dataset its BoI manifest names)."""
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((served.entry.path / "boi" / "manifest.json").read_text())
+    dataset = Path(manifest["dataset"])
+    if not (dataset / "events").exists():  # the manifest was written inside a split's temp dir, since renamed
+        dataset = served.users_dir.parents[2] / "datasets" / "pretrain" if served.users_dir else dataset
+    events = pq.read_table(dataset / "events").to_pylist()
+    by_user: dict = {}
+    for e in events:
+        by_user.setdefault(e["user_id"], []).append({"item_id": e["item_id"], "timestamp": e["timestamp"], "behavior": e["behavior"]})
+    users = list(by_user)[:count]
+    return [json.dumps({"method": method, "events": by_user[u]}).encode() for u in users]
+
+
+_BUDGET = threading.Lock()
+
+
+def _client(port: int, payloads: list[bytes], start: int, stride: int, stop_at: float, budget: list, out: list, errors: list,
+            path: str = "/v1/embed"):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    i = start
+    while time.perf_counter() < stop_at:
+        with _BUDGET:
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
+        body = payloads[i % len(payloads)] if payloads else None
+        t0 = time.perf_counter()
+        connection.request("POST" if body else "GET", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        elapsed = time.perf_counter() - t0
+        (out if response.status == 200 else errors).append(elapsed)
+        i += stride
+    connection.close()
+
+
+def load(port: int, payloads: list[bytes], concurrency: int, requests: int, max_seconds: float, path: str = "/v1/embed") -> dict:
+    latencies, errors, budget = [], [], [requests]
+    stop_at = time.perf_counter() + max_seconds
+    threads = [threading.Thread(target=_client, args=(port, payloads, k, concurrency, stop_at, budget, latencies, errors, path))
+               for k in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    lat = np.array(latencies) * 1000
+    return {"n": len(lat), "errors": len(errors), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "rps": len(lat) / wall}
+
+
+def in_process(served, payloads: list[bytes], batch: int, repeats: int = 30) -> dict:
+    """Encode ``batch`` requests' events and run them as one forward, in this process: median ms."""
+    requests = [json.loads(p)["events"] for p in payloads]
+    times = []
+    for r in range(repeats):
+        chosen = [requests[(r * batch + k) % len(requests)] for k in range(batch)]
+        t0 = time.perf_counter()
+        served.forward([served.rows(events)[0] for events in chosen])
+        times.append(time.perf_counter() - t0)
+    p50 = statistics.median(times) * 1000
+    return {"p50": p50, "rps": batch / (p50 / 1000)}
+
+
+def main(args: argparse.Namespace) -> int:
+    import socket
+
+    from ray import serve
+
+    from raylurm.registry import Registry
+    from raylurm.runtime import init_ray
+    from raylurm.serving.app import app_builder
+    from raylurm.serving.model import ServedModel
+    from raylurm.serving.schemas import ServeArgs
+
+    machine = common.machine_info()
+    registry = Registry(args.registry)
+    served = {m: ServedModel(registry.current(m)) if registry.current(m) else None for m in args.methods}
+    missing = [m for m, s in served.items() if s is None]
+    if missing:
+        raise ValueError(f"registry {registry.root}: no current entry for {missing} (run a sweep first)")
+    payloads = {m: _payloads(s, m, 256) for m, s in served.items()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    init_ray()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_builder(ServeArgs(registry=str(registry.root), methods=args.methods, reload_interval_s=0,
+                                    max_batch_size=args.max_batch_size)), name="raylurm", route_prefix="/")
+    rows, floors = [], []
+    try:
+        load(port, [], 1, 50, 10, "/healthz")
+        floors.append(["GET /healthz (proxy + ingress)", f"{load(port, [], 1, 200, 20, '/healthz')['p50']:.1f}"])
+        for method in args.methods:
+            load(port, payloads[method], 4, 40, 30)  # warm-up: models loaded, connections open
+            user = served[method].user_ids[0]
+            lookup = [json.dumps({"method": method, "user_id": user}).encode()]
+            floors.append([f"POST /v1/embed {method} by user_id (+ model replica hop, no encoding or forward)",
+                           f"{load(port, lookup, 1, 200, 20)['p50']:.1f}"])
+            for c in args.concurrency:
+                http_ = load(port, payloads[method], c, args.requests, args.max_seconds)
+                bare = in_process(served[method], payloads[method], c)
+                rows.append([method, served[method].entry.name, c, http_["n"], http_["errors"], f"{http_['p50']:.1f}",
+                             f"{http_['p99']:.1f}", f"{http_['rps']:.0f}", f"{bare['p50']:.1f}", f"{bare['rps']:.0f}",
+                             f"**{http_['p50'] / bare['p50']:.2f}×**"])
+                print(rows[-1], flush=True)
+    finally:
+        serve.shutdown()
+    body = "\n".join([
+        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['serve']))}`  ",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
+        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
+        f"Versions: {common.versions(['torch', 'ray', 'fastapi'])}",
+        "",
+        "`POST /v1/embed` with one real user's events per request (the entry's pretraining users, "
+        f"{len(next(iter(payloads.values())))} distinct payloads in rotation), closed-loop clients on keep-alive loopback "
+        f"connections, at most {args.requests} requests or {args.max_seconds:.0f} s per row; `@serve.batch` up to "
+        f"{args.max_batch_size}. In-process: the same entry in the client's process, encoding the same c requests and "
+        "running them as one batch (median of 30). Ratio = served p50 / in-process p50.",
+        "",
+        common.markdown_table(["method", "entry", "concurrency", "requests", "errors", "p50 (ms)", "p99 (ms)", "req/s",
+                               "in-process p50 (ms)", "in-process req/s", "p50 ratio"], rows),
+        "",
+        "Fixed cost of the HTTP path, sequential requests (p50, ms) — what the served p50 at concurrency 1 pays on top "
+        "of the encoding and forward:",
+        "",
+        common.markdown_table(["request", "p50 (ms)"], floors),
+        "",
+        "Client threads, the HTTP proxy, the ingress and the model replica share the machine's cores, so at high "
+        "concurrency the served figures include the load generator's own CPU use.",
+    ])
+    print(body)
+    if not args.no_report:
+        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    return 0
