@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: setup demo test clean
+.PHONY: setup demo serve test clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: setup
 	$(PY) -m raylurm.data prepare ml-1m
 	$(PY) -m raylurm.pretrain --split --name demo-lurm
 	$(PY) -m raylurm.evaluate --checkpoint demo-lurm
+
+# after `make demo` (or a sweep): serve the registry's checkpoints on http://127.0.0.1:8000 (Ctrl-C stops)
+serve: setup
+	$(PY) -m raylurm.registry add demo-lurm || true
+	$(PY) -m raylurm.serve
 
 test: setup
 	$(PY) -m pytest tests

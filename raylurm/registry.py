@@ -5,6 +5,7 @@ Examples::
     python -m raylurm.registry list                       # every entry; * marks the one served per method
     python -m raylurm.registry show lurm                  # the current LURM entry: config, metrics, provenance
     python -m raylurm.registry promote lurm study.a1b2c3d4_00003.e4    # serve another entry
+    python -m raylurm.registry add demo-lurm              # a pretraining run's checkpoint (no sweep needed)
 
 A sweep (``python -m raylurm.tune``) exports the best checkpoint of each method, by its
 validation metric, as an *entry*: a self-contained checkpoint (``model.pt`` + ``meta.json``;
@@ -164,6 +165,41 @@ def _fetch(checkpoint: str, into: Path) -> None:
         shutil.copy2(source, into / name)
 
 
+def add_checkpoint(registry: Registry, value: str, boi: str | None = None, name: str | None = None,
+                   promote: bool = False) -> tuple[Entry, bool]:
+    """Register a pretraining checkpoint (a run name under $RAYLURM_HOME/runs, a run dir or a checkpoint
+    dir) with the BoI it was pretrained on (default: its split's pretraining BoI); offer it for serving.
+
+    It carries no validation metric, so it is served only when its method has no current entry (or
+    with ``promote``)."""
+    from raylurm.data.prepare import data_home
+    from raylurm.evaluate.__main__ import resolve_checkpoint
+    from raylurm.pretrain import default_storage
+
+    checkpoint = resolve_checkpoint(value, default_storage())
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    if boi is None:
+        found = sorted(data_home().glob(f"splits/*-{meta.get('split')}/boi/pretrain")) if meta.get("split") else []
+        if not found:
+            raise FileNotFoundError(f"{checkpoint}: say which BoI directory it was pretrained on (--boi); "
+                                    "only checkpoints pretrained with --split are found automatically")
+        boi = str(found[0])
+    manifest = json.loads((Path(boi) / "manifest.json").read_text())
+    if manifest.get("vocabulary_hash") != meta.get("vocabulary_hash"):
+        raise ValueError(f"{boi}: its vocabulary {manifest.get('vocabulary_hash')} is not the checkpoint's "
+                         f"{meta.get('vocabulary_hash')}; pass the BoI directory it was pretrained on")
+    run = checkpoint.parent.name if checkpoint.name.startswith("checkpoint_") else checkpoint.name
+    entry = registry.register(str(checkpoint), {
+        "method": meta["method"], "metric": "val_auc", "metrics": {}, "epoch": meta.get("epoch"), "step": meta.get("step"),
+        "config": meta.get("method_config", {}), "train": meta.get("train"), "split": meta.get("split"),
+        "experiment": run, "users_dir": str(Path(boi) / "users") if (Path(boi) / "users").exists() else None,
+    }, name=name or f"{run}.e{meta.get('epoch', 0)}", boi_dir=boi)
+    if promote:
+        registry.promote(entry.method, entry.name)
+        return entry, True
+    return entry, registry.offer(entry)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
@@ -191,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="serve ENTRY for METHOD (Serve picks it up on reload)")
     promote.add_argument("method")
     promote.add_argument("entry")
+    add = sub.add_parser("add", help="register a pretraining checkpoint; served if its method has no current entry")
+    add.add_argument("checkpoint", help="a run name (under $RAYLURM_HOME/runs), a run directory or a checkpoint directory")
+    add.add_argument("--boi", help="the BoI directory it was pretrained on (default: its split's pretraining BoI)")
+    add.add_argument("--name", help="entry name (default: <run>.e<epoch>)")
+    add.add_argument("--promote", action="store_true", help="serve it even if its method has a current entry")
     return p
 
 
@@ -211,6 +252,10 @@ def main_(args) -> int:
         if entry is None:
             raise FileNotFoundError(f"registry {registry.root}: no current {args.method} entry")
         print(json.dumps({"path": str(entry.path), **entry.record}, indent=2))
+        return 0
+    if args.command == "add":
+        entry, served = add_checkpoint(registry, args.checkpoint, args.boi, args.name, args.promote)
+        print(_line(entry, entry if served else registry.current(entry.method)))
         return 0
     entry = registry.promote(args.method, args.entry)
     print(_line(entry, entry))

@@ -35,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", help=fields["methods"].description)
     p.add_argument("--users", help=fields["users"].description)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=fields["device"].description)
-    for name in ("num_replicas", "max_batch_size", "max_events", "max_k", "max_body_bytes"):
+    for name in ("num_replicas", "max_batch_size", "max_ongoing_requests", "max_events", "max_k", "max_body_bytes"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=fields[name].default, help=fields[name].description)
     for name in ("num_gpus", "batch_wait_timeout_s", "reload_interval_s"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=fields[name].default, help=fields[name].description)
     p.add_argument("--replica-cpus", type=float, default=fields["num_cpus"].default, help=fields["num_cpus"].description)
     p.add_argument("--index-factory", default=fields["index_factory"].default, help=fields["index_factory"].description)
+    p.add_argument("--no-access-log", action="store_true", help="no per-request access log lines")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard with an embedded Ray (Serve's page)")
     cli.add_common_arguments(p)
     cli.add_ray_arguments(p)
@@ -52,7 +53,8 @@ def serve_args(args: argparse.Namespace):
 
     return ServeArgs(registry=args.registry, methods=args.methods, users=args.users, device=args.device,
                      num_cpus=args.replica_cpus, num_gpus=args.num_gpus, num_replicas=args.num_replicas,
-                     max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
+                     max_batch_size=args.max_batch_size, max_ongoing_requests=args.max_ongoing_requests,
+                     access_log=not args.no_access_log, batch_wait_timeout_s=args.batch_wait_timeout_s,
                      max_events=args.max_events, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
                      reload_interval_s=args.reload_interval_s, index_factory=args.index_factory)
 

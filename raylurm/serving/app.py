@@ -268,7 +268,12 @@ def app_builder(args: ServeArgs):
     if missing or not methods:
         raise ValueError(f"registry {registry.root}: no current entry for {missing or list(METHOD_ORDER)} "
                          f"(have: {available or 'none'}); run a sweep (python -m raylurm.tune) or promote an entry")
-    options = {"num_replicas": args.num_replicas, "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
+    logging = {"enable_access_log": args.access_log}
+    # Serve's default of 5 requests in flight per replica would cap a batch at 5 and, at higher
+    # concurrency, leave requests in the proxy's retry back-off (measured: 8 req/s at 32 clients).
+    options = {"num_replicas": args.num_replicas, "max_ongoing_requests": 2 * args.max_batch_size, "logging_config": logging,
+               "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
     models = {m: MethodModel.options(name=m, **options).bind(m, args.model_dump()) for m in methods}
-    ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1})
+    ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1},
+                               max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)
     return ingress.bind(models, args.model_dump())

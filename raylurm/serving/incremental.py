@@ -135,6 +135,15 @@ def to_json(state: dict[str, ScaleState]) -> dict:
 
 def from_json(model: LURM, data: dict) -> dict[str, ScaleState]:
     """Parse and check a state against ``model`` (scales, M·H, interest ids); StateError says what is wrong."""
+    try:
+        return _from_json(model, data)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        if isinstance(err, StateError):
+            raise
+        raise StateError(f"malformed state ({type(err).__name__}: {err}); send the state exactly as it was returned") from None
+
+
+def _from_json(model: LURM, data: dict) -> dict[str, ScaleState]:
     m, h, n = model.config.num_anchors, model.config.hidden_dim, model.anchors.interest.num_embeddings
     if sorted(data) != sorted(model.scales):
         raise StateError(f"state has scales {sorted(data)}, the model uses {list(model.scales)}")

@@ -23,6 +23,9 @@ class ServeArgs(BaseModel):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (e.g. 0.25 shares one GPU by four methods)")
     num_replicas: int = Field(1, ge=1, description="replicas per method")
     max_batch_size: int = Field(32, ge=1, description="requests batched into one forward (@serve.batch)")
+    max_ongoing_requests: int = Field(256, ge=1, description="requests in flight per ingress replica (a model replica "
+                                                             "takes 2 x max_batch_size: one batch running, one filling)")
+    access_log: bool = Field(True, description="Serve's per-request access log lines")
     batch_wait_timeout_s: float = Field(0.001, ge=0, description="longest wait to fill a batch (under load batches fill "
                                                                    "while the previous one runs)")
     max_events: int = Field(10_000, ge=1, description="events per request; more -> 413")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -117,7 +118,9 @@ def test_bad_states_and_out_of_order_events_are_refused(boi):
            ({**good, "month": {**good["month"], "closed": "not base64!"}}, "not base64"),
            ({**good, "month": {**good["month"], "closed": "AAAAAA=="}}, "holds 1 values"),
            ({**good, "year": {**good["year"], "open_ids": [99], "open_counts": [1.0]}}, "interest ids in"),
-           ({**good, "year": {**good["year"], "open_counts": [-1.0]}}, "non-negative")]
+           ({**good, "year": {**good["year"], "open_counts": [-1.0]}}, "non-negative"),
+           ({**good, "year": {"period": 1}}, "malformed state"), (None, "malformed state"),
+           ({**good, "year": {**good["year"], "open_ids": "x"}}, "malformed state")]
     for state, message in bad:
         with pytest.raises(incremental.StateError, match=message):
             incremental.from_json(model, state)
@@ -224,3 +227,32 @@ def test_serve_cli_help_and_arguments():
     parsed = serve_args(args)
     assert parsed.methods == ["lurm", "dss"] and parsed.max_k == 50 and parsed.num_cpus == 1 and args.host == "127.0.0.1"
     assert "promote" in build_parser().format_help()
+
+
+def test_registry_add_serves_a_pretraining_run(boi, users_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from raylurm import checkpoint
+    from raylurm.registry import main
+
+    monkeypatch.setenv("RAYLURM_HOME", str(tmp_path / "home"))
+    split_boi = tmp_path / "home" / "splits" / "ds-s9" / "boi" / "pretrain"
+    shutil.copytree(boi[0], split_boi)
+    shutil.copytree(users_dir, split_boi / "users")
+    model = LURM(LURMConfig(num_anchors=2, hidden_dim=4), boi[1])
+    run = tmp_path / "home" / "runs" / "my-run"
+    for epoch in (1, 3):
+        checkpoint.save(run / f"checkpoint_00000{epoch}", model, None,
+                        checkpoint.meta_for("lurm", model.config, boi[1], epoch=epoch, step=epoch, split="s9"))
+    assert main(["--registry", str(tmp_path / "reg"), "add", "my-run"]) == 0
+    assert "* lurm      my-run.e3" in capsys.readouterr().out  # the latest checkpoint, served: lurm had no entry
+    entry = Registry(tmp_path / "reg").current("lurm")
+    served = ServedModel(entry)
+    assert served.users_dir == split_boi / "users" and len(served.user_ids) == 10
+    other = checkpoint.meta_for("lurm", model.config, dataclasses.replace(boi[1], vocabulary_hash="other"), epoch=1, split="s9")
+    checkpoint.save(tmp_path / "elsewhere", model, None, other)
+    assert main(["--registry", str(tmp_path / "reg"), "add", str(tmp_path / "elsewhere")]) == 2
+    assert "is not the checkpoint's other" in capsys.readouterr().err
+    checkpoint.save(tmp_path / "nosplit", model, None, checkpoint.meta_for("lurm", model.config, boi[1], epoch=1))
+    assert main(["--registry", str(tmp_path / "reg"), "add", str(tmp_path / "nosplit")]) == 2
+    assert "--boi" in capsys.readouterr().err
