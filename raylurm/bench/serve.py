@@ -33,7 +33,8 @@ PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", nargs="+", default=["lurm", "atrank", "dss", "adaptssr"], help="methods to measure (current registry entries)")
+    parser.add_argument("--methods", nargs="+", default=["lurm", "atrank", "dss", "adaptssr"],
+                        help="methods to measure (current registry entries)")
     parser.add_argument("--registry", help="registry root (default: $RAYLURM_REGISTRY or $RAYLURM_HOME/registry)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads (requests in flight)")
     parser.add_argument("--requests", type=int, default=400, help="requests per (method, concurrency), at most")
@@ -183,7 +184,8 @@ def main(args: argparse.Namespace) -> int:
         "`POST /v1/embed` with one real user's events per request (the entry's pretraining users, "
         f"{len(next(iter(payloads.values())))} distinct payloads in rotation), closed-loop clients on keep-alive loopback "
         f"connections, at most {args.requests} requests or {args.max_seconds:.0f} s per row; `@serve.batch` up to "
-        f"{args.max_batch_size}; Serve access log {'off' if args.no_access_log else 'on (the default)'}. In-process: the same entry in the client's process, encoding the same c requests and "
+        f"{args.max_batch_size}; Serve access log {'off' if args.no_access_log else 'on (the default)'}. "
+        "In-process: the same entry in the client's process, encoding the same c requests and "
         "running them as one batch (median of 30). Ratio = served p50 / in-process p50.",
         "",
         common.markdown_table(["method", "entry", "concurrency", "requests", "errors", "p50 (ms)", "p99 (ms)", "req/s",

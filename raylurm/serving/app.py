@@ -13,8 +13,8 @@ cost by an order of magnitude (ATRank's next-item scoring vs LURM's bag sums), s
 own replicas, CPU/GPU share and batch queue, and a slow method never delays a fast one's batch.
 Within a method, Serve's model multiplexing keys each request by the registry entry the ingress
 currently serves; a promote in the registry (``python -m raylurm.registry promote``) therefore
-swaps models without redeploying: the ingress notices the new ``CURRENT`` (every
-``reload_interval_s``, or at once on ``POST /v1/reload``), loads it on a replica, then routes new
+swaps models without redeploying: the ingress notices the new ``CURRENT`` (checked as requests
+arrive, at most every ``reload_interval_s``, or at once on ``POST /v1/reload``), loads it on a replica, then routes new
 requests to it while requests already routed finish on the old entry (two entries fit a replica).
 
 Request problems are answered with 4xx and a message; the model replicas return them as values
@@ -193,7 +193,7 @@ def make_ingress(args: ServeArgs):
             interval = self.args.reload_interval_s
             if interval > 0 and time.monotonic() - self._checked > interval and not self._reloading.locked():
                 self._checked = time.monotonic()
-                asyncio.get_running_loop().create_task(self._reload())
+                self._reload_task = asyncio.get_running_loop().create_task(self._reload())  # keep a reference (asyncio)
 
         async def _reload(self) -> dict:
             async with self._reloading:

@@ -31,8 +31,10 @@ class ServeArgs(BaseModel):
     max_events: int = Field(10_000, ge=1, description="events per request; more -> 413")
     max_k: int = Field(1_000, ge=1, description="largest k of similar-users and recommend; more -> 422")
     max_body_bytes: int = Field(4_000_000, ge=1_000, description="request body size; more -> 413")
-    reload_interval_s: float = Field(10.0, ge=0, description="how often the registry is checked for promoted entries (0: only on POST /v1/reload)")
-    index_factory: str = Field("Flat", description="faiss index_factory string of the served-user index (inner product on unit vectors)")
+    reload_interval_s: float = Field(10.0, ge=0, description="the registry is checked for promoted entries as requests "
+                                                             "arrive, at most this often (0: only on POST /v1/reload)")
+    index_factory: str = Field("Flat", description="faiss index_factory string of the served-user index "
+                                                   "(inner product on unit vectors)")
 
 
 class Event(BaseModel):

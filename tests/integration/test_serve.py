@@ -83,7 +83,7 @@ def app(ray_runtime, boi_dir, tmp_path_factory):
     events = pq.read_table(Path(json.loads((boi_dir / "manifest.json").read_text())["dataset"]) / "events")
     users = pq.read_table(boi_dir / "users")
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", registry=registry, events=events, users=users,
-                          user=users["user_id"][3].as_py())
+                          user=users["user_id"][3].as_py(), boi_dir=boi_dir, info=info)
     serve.shutdown()
 
 
@@ -242,7 +242,7 @@ def test_both_commands_start_the_app(app, tmp_path, how):
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rs", dir="/tmp")}
     if how.startswith("python"):  # no --users: this registry's entries record none, so only similar-users would 404
         command = [sys.executable, "-m", "raylurm.serve", "--port", str(port), "--registry", str(app.registry.root),
-                   "--methods", "dss", "--num-cpus", "1"]
+                   "--methods", "dss", "--num-cpus", "1", "--reload-interval-s", "1"]
     else:
         config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
         config["http_options"]["port"] = port
@@ -258,7 +258,15 @@ def test_both_commands_start_the_app(app, tmp_path, how):
         status, out = _http(f"http://127.0.0.1:{port}/v1/recommend",
                             {"method": "dss", "events": _events_of(app.events, app.user), "k": 2})
         assert status == 200 and len(out["items"]) == 2
+        if how.startswith("python"):  # the periodic registry check (1 s here) picks up a promote by itself
+            app.registry.promote("dss", register_model(app.registry, "dss", app.boi_dir, app.info, name="dss-b", seed=2).name)
+            deadline = time.monotonic() + 60
+            while _http(f"http://127.0.0.1:{port}/healthz")[1]["methods"]["dss"] != "dss-b":
+                assert time.monotonic() < deadline, "the promoted entry was not picked up in 60 s"
+                _http(f"http://127.0.0.1:{port}/v1/recommend", {"method": "dss", "events": _events_of(app.events, app.user), "k": 2})
+                time.sleep(1)
     finally:
+        app.registry.promote("dss", "dss-a")
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=60)
