@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "raylurm.bench.train",
     "tune": "raylurm.bench.tune",
     "serve": "raylurm.bench.serve",
+    "cluster": "raylurm.bench.cluster",
 }
 
 

@@ -245,7 +245,7 @@ def build_boi(dataset_dir: str | os.PathLike, vocabulary: Vocabulary, users_dir:
     mappers, reducers = _compute_strategies(config.concurrency, cpus)
     ds = ray.data.read_parquet(str(dataset_dir / "events")).select_columns(["user_id", "item_id", "timestamp", "behavior"])
     ds = ds.map_batches(EventMapper, fn_constructor_args=(vocabulary.table(), behaviors, config, parts),
-                        batch_format="pyarrow", compute=mappers)
+                        batch_format="pyarrow", compute=mappers, num_cpus=mapper_cpus(cpus))
     ds = ds.groupby("partition", num_partitions=parts).map_groups(
         build_user_rows, fn_args=(config,), batch_format="pyarrow", compute=reducers)
     ds.write_parquet(str(users_dir))
@@ -254,6 +254,13 @@ def build_boi(dataset_dir: str | os.PathLike, vocabulary: Vocabulary, users_dir:
         raise _unknown_items_error(dataset_dir, vocabulary, summary["skipped_events"])
     _report_missing_users(dataset_dir, summary)
     return {**summary, "behaviors": behaviors, "num_partitions": parts}
+
+
+def mapper_cpus(cpus: int) -> float:
+    """CPUs each mapper actor reserves: one, except on a one-CPU cluster, where the single mapper
+    reserves none — an actor holding the only CPU for its lifetime would leave the shuffle and
+    reduce tasks none (measured: a 1-node x 1-CPU cluster never finished)."""
+    return 1.0 if cpus >= 2 else 0.0
 
 
 def _compute_strategies(concurrency: int | None, cpus: int):
