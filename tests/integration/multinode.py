@@ -86,7 +86,7 @@ def node_loss(args, cluster) -> dict:
             time.sleep(0.2)
         groups = train_nodes()
         victim = next(n for n in cluster.worker_nodes if groups and n.node_id in groups[-1])
-        removed.update(node=victim.node_id, checkpoints=len(list(run.glob("checkpoint_*"))))
+        removed.update(node=victim.node_id, checkpoints=len(list(run.glob("checkpoint_*"))), groups_before=groups)
         cluster.remove_node(victim, allow_graceful=False)
 
     thread = threading.Thread(target=remove_a_training_node, daemon=True)
