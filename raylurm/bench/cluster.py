@@ -26,7 +26,6 @@ from raylurm.bench import common
 
 HELP = "BoI build and one pretraining epoch on 1 vs 2 simulated Ray nodes (ray.cluster_utils.Cluster)"
 SECTION = "## Scale-out (python -m raylurm.bench cluster)"
-PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
 LAYOUTS = ((1, 1), (2, 1), (1, 2))  # (nodes, CPUs per node)
 
 
@@ -111,10 +110,7 @@ def main(args: argparse.Namespace) -> int:
              f"{r['epoch_seconds_inside']:.1f}", f"**{base['epoch_seconds_inside'] / r['epoch_seconds_inside']:.2f}×**"]
             for r in runs]
     body = "\n".join([
-        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['cluster']))}`  ",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
-        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
-        f"Versions: {common.versions(['torch', 'ray'])}",
+        *common.header(args, machine, ['torch', 'ray']),
         "",
         f"Synthetic log: {base['users']:,} users, {base['events']:,} events ({args.years} years; events Parquet "
         f"{input_bytes / 2**20:.1f} MiB, BoI rows {output_bytes / 2**20:.1f} MiB), D = {args.interests}. Simulated nodes: "
@@ -128,9 +124,7 @@ def main(args: argparse.Namespace) -> int:
         "",
         _reading(runs, input_bytes, output_bytes),
     ])
-    print(body)
-    if not args.no_report:
-        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    common.publish(args, SECTION, body)
     return 0
 
 

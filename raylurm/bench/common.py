@@ -232,3 +232,23 @@ def update_markdown(path: Path, title: str, body: str, preamble: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(replace_section(document, title, body))
     log.info("updated section %r of %s", title, path)
+
+
+PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
+
+
+def header(args, machine: dict, packages: Sequence[str]) -> list[str]:
+    """The command, machine, date and versions lines every benchmark section starts with."""
+    return [
+        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', [args.command]))}`  ",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
+        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
+        f"Versions: {versions(list(packages))}",
+    ]
+
+
+def publish(args, section: str, body: str) -> None:
+    """Print the section and, unless ``--no-report``, replace it in ``--out``."""
+    print(body)
+    if not args.no_report:
+        update_markdown(args.out, section, body, PREAMBLE)

@@ -29,7 +29,6 @@ from raylurm.bench import common
 
 HELP = "HTTP serving: p50/p99 and req/s at concurrency 1/8/32 vs a bare in-process forward of the same batch"
 SECTION = "## Serving (python -m raylurm.bench serve)"
-PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,10 +175,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         serve.shutdown()
     body = "\n".join([
-        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['serve']))}`  ",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
-        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
-        f"Versions: {common.versions(['torch', 'ray', 'fastapi'])}",
+        *common.header(args, machine, ['torch', 'ray', 'fastapi']),
         "",
         "`POST /v1/embed` with one real user's events per request (the entry's pretraining users, "
         f"{len(next(iter(payloads.values())))} distinct payloads in rotation), closed-loop clients on keep-alive loopback "
@@ -201,7 +197,5 @@ def main(args: argparse.Namespace) -> int:
         "Client threads, the HTTP proxy, the ingress and the model replica share the machine's cores, so at high "
         "concurrency the served figures include the load generator's own CPU use.",
     ])
-    print(body)
-    if not args.no_report:
-        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    common.publish(args, SECTION, body)
     return 0

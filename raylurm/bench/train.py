@@ -28,7 +28,6 @@ from raylurm.bench import common
 
 HELP = "training throughput: users/s per method (D = 1e5), SMEN sparse vs dense, 1 vs 2 Ray Train workers"
 SECTION = "## Training throughput (python -m raylurm.bench train)"
-PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
 
 
 def _info(num_interests: int, num_items: int) -> DataInfo:
@@ -136,19 +135,14 @@ def main(args: argparse.Namespace) -> int:
     workers = [int(w) for w in args.workers.split(",") if w]
     scaling = ray_workers(workers, args.ray_users) if workers else []
     body = _report(args, d, per_method, ratio, scaling)
-    print(body)
-    if not args.no_report:
-        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    common.publish(args, SECTION, body)
     return 0
 
 
 def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dict]) -> str:
     machine = common.machine_info()
     parts = [
-        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['train']))}`  ",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
-        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
-        f"Versions: {common.versions(['torch', 'ray'])}",
+        *common.header(args, machine, ['torch', 'ray']),
         "",
         f"**Per method**, D = {d:,} interests, {args.items:,} items, paper batch sizes, one process, CPU:",
         "",

@@ -24,7 +24,6 @@ from raylurm.bench import common
 
 HELP = "sweep wall time: N 1-worker trials side by side (raylurm.tune) vs one 2-worker run at a time"
 SECTION = "## Sweeps (python -m raylurm.bench tune)"
-PREAMBLE = "# Benchmarks\n\nMeasured figures for raylurm against the baselines a user would otherwise pick.\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +79,7 @@ def main(args: argparse.Namespace) -> int:
         rows.append([label, r["concurrent"], r["trials"], r["errors"], f"{r['wall_s']:.0f}", f"{3600 * r['trials'] / r['wall_s']:.0f}",
                      f"{r['best_val_auc']:.4f}"])
     body = "\n".join([
-        f"Command: `python -m raylurm.bench {' '.join(getattr(args, 'argv', ['tune']))}`  ",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']:.0f} GiB RAM, load average "
-        f"{machine['load_average']:.1f} at start, Python {machine['python']}; date {machine['date_utc']}  ",
-        f"Versions: {common.versions(['torch', 'ray'])}",
+        *common.header(args, machine, ['torch', 'ray']),
         "",
         f"The same sweep — LURM, M ∈ 1…{args.trials}, H = 64, {args.epochs} epochs per trial, val_auc every epoch, FIFO — on "
         f"the {args.data} evaluation split (split `{split.id}`), in the same Ray runtime:",
@@ -95,7 +91,5 @@ def main(args: argparse.Namespace) -> int:
         "validation probe on the Train controller after every epoch); they differ in whether the cores are shared by "
         "independent trials or by the two DDP ranks of one trial.",
     ])
-    print(body)
-    if not args.no_report:
-        common.update_markdown(args.out, SECTION, body, PREAMBLE)
+    common.publish(args, SECTION, body)
     return 0

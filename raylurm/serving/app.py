@@ -76,11 +76,12 @@ class MethodModel:
         served = await self._served()
         return [v[0] for v in await asyncio.to_thread(served.forward, rows, True)]
 
-    async def _vector(self, served: ServedModel, request: dict) -> tuple[np.ndarray, list]:
+    async def _vector(self, served: ServedModel, request: dict) -> tuple[np.ndarray, list, pa.Table | None]:
+        """The request's representation, its unknown items and its encoded row (None for a served user_id)."""
         if request.get("user_id") is not None:
-            return served.lookup(request["user_id"]), []
+            return served.lookup(request["user_id"]), [], None
         row, unknown = served.rows(request["events"])
-        return await self._embed_batch(row), unknown
+        return await self._embed_batch(row), unknown, row
 
     async def embed(self, request: dict) -> dict:
         async def answer(served: ServedModel) -> dict:
@@ -96,18 +97,17 @@ class MethodModel:
                 vector, new_state, unknown = await asyncio.to_thread(served.update, state.get("scales"), request["events"])
                 out["state"] = {"entry": served.entry.name, "scales": incremental.to_json(new_state)}
             else:
-                vector, unknown = await self._vector(served, request)
+                if request.get("return_state") and request.get("events") is None:
+                    raise RequestError("'return_state' needs the user's events (a state is built from the history)")
+                vector, unknown, row = await self._vector(served, request)
                 if request.get("return_state"):
-                    if request.get("events") is None:
-                        raise RequestError("'return_state' needs the user's events (a state is built from the history)")
-                    row, _ = served.rows(request["events"])
                     out["state"] = {"entry": served.entry.name, "scales": incremental.to_json(served.state_of(row))}
             return {"dim": served.dim, "embedding": vector.tolist(), "unknown_items": unknown, **out}
         return await self._answer(answer)
 
     async def similar(self, request: dict) -> dict:
         async def answer(served: ServedModel) -> dict:
-            vector, unknown = await self._vector(served, request)
+            vector, unknown, _ = await self._vector(served, request)
             return {"users": served.similar(vector, request["k"], exclude=request.get("user_id")), "unknown_items": unknown}
         return await self._answer(answer)
 

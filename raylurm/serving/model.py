@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -201,7 +200,3 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
-
-def cpu_threads(num_cpus: float) -> int:
-    """Torch threads for a replica that reserved ``num_cpus`` logical CPUs (at least one)."""
-    return max(1, min(int(num_cpus), os.cpu_count() or 1))
