@@ -22,17 +22,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+def add_ray_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--address`` and ``--num-cpus``, the same on every command that starts or joins Ray."""
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
 
 
-def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse ``argv``, run ``main`` and turn user errors into a one-paragraph message and exit 2."""
+def execute(run: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, call ``run(args)`` and turn user errors into a one-paragraph message and exit 2."""
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
-        return main(args) or 0
+        return run(args) or 0
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

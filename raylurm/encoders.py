@@ -1,7 +1,7 @@
 """Encoder pieces that more than one method may reuse. Pure torch: no Ray, no process groups.
 
-* :class:`MultiAnchorBoI` — LURM's multi-anchor module (paper 000, §3.2.1, eq. 5-6) over sparse
-  BoI bags in the batch contract's ``(ids, values, offsets)`` form (``raylurm.batch``).
+* :class:`MultiAnchorBoI` — LURM's multi-anchor module (LURM, Yang et al., §3.2.1, eq. 5-6) over sparse
+  BoI bags in the batch contract's ``(ids, values, offsets)`` form (``raylurm.train.batch``).
 """
 
 from __future__ import annotations

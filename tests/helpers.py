@@ -49,7 +49,7 @@ def register_model(registry, method: str, boi_dir: Path, info, name: str, seed: 
 
     import torch
 
-    from raylurm import checkpoint
+    from raylurm.train import checkpoint
     from raylurm.methods import METHODS
 
     cls = METHODS[method]

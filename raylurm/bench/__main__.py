@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv  # the exact command, recorded in the report
         return importlib.import_module(SUBCOMMANDS[args.command]).main(args)
 
-    return cli.run(dispatch, build_parser(), argv)
+    return cli.execute(dispatch, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -272,9 +271,14 @@ def ray_stages(started: float) -> list[dict]:
     return sorted(stages.values(), key=lambda st: st["start_s"])
 
 
+#: How the benchmark starts one measured build in a fresh process (``python -c CHILD --engine …``): this
+#: module is a library, not a command, so it has no ``__main__`` block of its own.
+CHILD = "import sys; from raylurm.bench.boi import child_main; sys.exit(child_main())"
+
+
 def child_main(argv: Sequence[str] | None = None) -> int:
-    """Internal entry point: build once with one engine, write {wall_s, max_rss, …} as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m raylurm.bench.boi", description="internal: one measured build")
+    """Internal entry point of one child process: build once with one engine, write {wall_s, max_rss, …} as JSON."""
+    parser = argparse.ArgumentParser(prog="raylurm.bench.boi child", description="internal: one measured build")
     parser.add_argument("--engine", choices=ENGINES, required=True)
     for flag in ("--dataset", "--vocabulary", "--out", "--result"):
         parser.add_argument(flag, type=Path, required=True)
@@ -382,7 +386,7 @@ def _run_once(engine: str, dataset: Path, vocabulary: Path, workdir: Path, timeo
     shutil.rmtree(out, ignore_errors=True)
     result = workdir / "runs" / f"{out.name}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
-    argv = ["-m", "raylurm.bench.boi", "--engine", engine, "--dataset", str(dataset),
+    argv = ["-c", CHILD, "--engine", engine, "--dataset", str(dataset),
             "--vocabulary", str(vocabulary), "--out", str(out), "--result", str(result)]
     run = common.run_child(argv, result, timeout_s)
     if run.status != "ok":
@@ -709,7 +713,3 @@ def main(args: argparse.Namespace) -> int:
         body = render_section(results, command_line(getattr(args, "argv", ["boi"])), machine, package_versions)
         common.update_markdown(args.out, SECTION, body, PREAMBLE)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())

@@ -7,7 +7,7 @@ Three measurements, all on this machine, in one run:
 2. **SMEN sparse vs dense**: LURM's multi-anchor module (eq. 5-6) as raylurm computes it (over
    the non-zeros only) against the dense implementation a user would otherwise write
    (materialise ``b ∈ R^{bags×D}``, ``α`` for all D interests, one einsum), forward + backward.
-3. **1 vs 2 Ray Train workers**: ``raylurm.pretrain.fit`` on a small synthetic BoI directory,
+3. **1 vs 2 Ray Train workers**: ``raylurm.train.fit.fit`` on a small synthetic BoI directory,
    users/s reported by the training loop (the steady-state epoch, start-up excluded).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.bench import common
 
 HELP = "training throughput: users/s per method (D = 1e5), SMEN sparse vs dense, 1 vs 2 Ray Train workers"
@@ -94,13 +94,13 @@ def sparse_vs_dense(num_interests: int, steps: int, num_users: int = 64) -> dict
 def ray_workers(workers: list[int], users: int, epochs: int = 2) -> list[dict]:
     """Users/s of LURM on Ray Train with 1 and 2 workers (the last epoch's figure, start-up excluded)."""
     from raylurm.boi.build import BuildConfig, build
-    from raylurm.boi.item_embedding import ItemEmbeddingConfig
+    from raylurm.boi.embeddings import ItemEmbeddingConfig
     from raylurm.boi.pipeline import BoiConfig
     from raylurm.boi.vocabulary import VocabularyConfig
     from raylurm.data.synth import SynthConfig, generate
-    from raylurm.pretrain import fit
+    from raylurm.train.fit import fit
     from raylurm.runtime import init_ray
-    from raylurm.train import TrainConfig
+    from raylurm.train.config import TrainConfig
 
     init_ray(num_cpus=max(workers) + 1)
     rows = []

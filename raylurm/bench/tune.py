@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep(root: Path, trials: int, epochs: int):
-    from raylurm import sweeps
+    from raylurm.tune import sweeps
 
     path = root / "bench_sweep.py"
     path.write_text("from ray import tune\n"
@@ -63,7 +63,7 @@ def run_layout(sweep, split, storage: Path, name: str, workers: int, max_concurr
 
 def main(args: argparse.Namespace) -> int:
     from raylurm.evaluate.split import SplitConfig, materialise
-    from raylurm.pretrain import resolve_dataset
+    from raylurm.train.fit import resolve_dataset
     from raylurm.runtime import init_ray
 
     machine = common.machine_info()

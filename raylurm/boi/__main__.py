@@ -21,10 +21,11 @@ from typing import Sequence
 
 from raylurm import cli
 from raylurm.boi.build import BuildConfig, build, load_boi_manifest
-from raylurm.boi.item_embedding import ItemEmbeddingConfig
+from raylurm.boi.embeddings import ItemEmbeddingConfig
 from raylurm.boi.pipeline import SCALES, UNKNOWN_ITEM_POLICIES, BoiConfig
 from raylurm.boi.vocabulary import ASSIGNMENTS, VocabularyConfig
 from raylurm.data import datasets
+from raylurm.runtime import init_ray
 
 
 def _utc_seconds(text: str) -> int:
@@ -71,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-partitions", type=int, help="shuffle partitions (default: from data size and CPUs)")
     g.add_argument("--workers", type=int, help="Ray Data workers per stage (default: autoscale)")
     g = p.add_argument_group("Ray")
-    g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
-    g.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    cli.add_ray_arguments(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     s = sub.add_parser("summary", help="print the manifest summary of a BoI directory")
     s.add_argument("directory")
@@ -100,12 +100,10 @@ def format_summary(manifest: dict) -> str:
 
 
 def cmd_build(args) -> int:
-    from raylurm.runtime import init_ray
-
     config = _config(args)
     dataset = datasets.resolve(args.events)
     if args.no_progress or args.quiet:
-        import ray.data
+        import ray.data  # Ray only once a build runs: `summary` and `--help` stay instant
 
         ray.data.DataContext.get_current().enable_progress_bars = False
     init_ray(args.address, num_cpus=args.num_cpus)
@@ -121,7 +119,7 @@ def cmd_summary(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(lambda a: {"build": cmd_build, "summary": cmd_summary}[a.command](a), build_parser(), argv)
+    return cli.execute(lambda a: {"build": cmd_build, "summary": cmd_summary}[a.command](a), build_parser(), argv)
 
 
 if __name__ == "__main__":

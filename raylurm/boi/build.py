@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from raylurm.boi.item_embedding import ItemEmbeddingConfig, ItemEmbeddings, train_item_embeddings
+from raylurm.boi.embeddings import ItemEmbeddingConfig, ItemEmbeddings, train_item_embeddings
 from raylurm.boi.pipeline import BoiConfig, build_boi
 from raylurm.boi.vocabulary import Vocabulary, VocabularyConfig, build_vocabulary
 from raylurm.data.errors import DataError

@@ -130,7 +130,7 @@ COMMANDS = {"prepare": cmd_prepare, "synth": cmd_synth, "validate": cmd_validate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(lambda args: COMMANDS[args.command](args), build_parser(), argv)
+    return cli.execute(lambda args: COMMANDS[args.command](args), build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     with atomic_file(path) as tmp:
@@ -153,7 +153,7 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
         ax.legend(fontsize=7, ncol=2)
         ax.grid(axis="y", alpha=0.3)
         path = out / f"{name}.png"
-        _save(fig, path)
+        save_figure(fig, path)
         paths.append(path)
     return paths
 
@@ -190,7 +190,7 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.suptitle("pretraining loss", y=1.02)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 
-from raylurm.batch import collate
+from raylurm.train.batch import collate
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Encoder:
 
     def __init__(self, checkpoint: str, random_init_seed: int | None = None, score_paths: tuple[str, ...] = (),
                  score_users: list | None = None):
-        from raylurm.checkpoint import build_model, load_model, read_meta
+        from raylurm.train.checkpoint import build_model, load_model, read_meta
 
         torch.set_num_threads(max(1, int(os.environ.get("RAYLURM_INFERENCE_THREADS", "1"))))
         if random_init_seed is None:

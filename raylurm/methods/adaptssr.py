@@ -8,7 +8,7 @@ Seed ``003``; equations in ``PAPERS.md`` "AdaptSSR". One training step:
    ũ_i, ũ_i⁺ (one encoder pass over the 4B stacked sequences: dropout masks are per element);
 3. the MPR loss with in-batch hard negatives and the augmentation-adaptive λ_i
    (:mod:`raylurm.losses.mpr`); negatives are the four views of every other user of the global
-   batch, gathered with :func:`raylurm.distributed.gather_with_grad`.
+   batch, gathered with :func:`raylurm.train.distributed.gather_with_grad`.
 
 User model *(code)*: a bidirectional (BERT4Rec-style, post-LN) Transformer over item embeddings
 (+ behaviour-type embeddings when the data has several types) + learned positions, padding masked,
@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raylurm.batch import DataInfo
-from raylurm.distributed import gather_with_grad, rank
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad, rank
 from raylurm.losses.mpr import LAMBDA_MODES, adaptive_lambda, mpr_loss, resolve_lambda
 
 AUGMENTATIONS = ("mask", "crop", "reorder")

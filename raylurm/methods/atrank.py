@@ -1,6 +1,6 @@
 """ATRank: attention over heterogeneous behaviours, pretrained by next-behaviour prediction (seed 001).
 
-Sections of the source article (``seeds/001``, which gives the ideas but no numbered equations):
+Sections of the source article (Zhou et al., "ATRank: An Attention-Based User Behavior Modeling Framework for Recommendation", AAAI 2018, which gives the ideas but no numbered equations):
 §1 *Behavior grouping*, §2 *Semantic space mapping*, §3 *Self-attention layer*, §4 *Target network*.
 Sizes marked *(code)* come from PAPERS.md's facts about the authors' public implementation.
 
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylurm.batch import DataInfo
-from raylurm.distributed import gather_with_grad
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raylurm.batch import DataInfo
-from raylurm.distributed import gather_with_grad, rank
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad, rank
 from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 
 

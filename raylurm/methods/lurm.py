@@ -1,5 +1,5 @@
-"""LURM / SMEN (paper 000, §3.2): multi-anchor BoI encoder, GRU over periods, multi-scale switch,
-trained with InfoNCE between two random time windows of the same user.
+"""LURM / SMEN (Yang et al., "Learning Universal User Representations via Self-Supervised Lifelong
+Behaviors Modeling", §3.2): multi-anchor BoI encoder, GRU over periods, multi-scale switch, trained with InfoNCE between two random time windows of the same user.
 
 For each scale ``s`` (month, year) of a batch of B users with ``bags`` periods in all::
 
@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from raylurm.batch import DataInfo
-from raylurm.distributed import gather_with_grad
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad
 from raylurm.encoders import MultiAnchorBoI
 from raylurm.losses import info_nce
 
@@ -215,7 +215,7 @@ class ProjectionHead(nn.Module):
 
 
 class LURM(nn.Module):
-    """SMEN over multi-scale BoI sequences (paper 000, §3.2); representation ``[r̂^1 … r̂^M]`` (M·H).
+    """SMEN over multi-scale BoI sequences (LURM §3.2); representation ``[r̂^1 … r̂^M]`` (M·H).
 
     ``forward`` draws two random time windows per user (:func:`sample_windows`), encodes both
     (eq. 5-7), projects them (eq. 8-9) and returns InfoNCE (eq. 2-3) with the other users of the

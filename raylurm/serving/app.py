@@ -35,6 +35,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from raylurm import __version__
+from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.serving import incremental
 from raylurm.serving.model import RequestError, ServedModel
@@ -43,7 +44,6 @@ from raylurm.serving.schemas import (EmbedRequest, EmbedResponse, Health, Recomm
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = ("lurm", "atrank", "dss", "adaptssr")
 MODELS_PER_REPLICA = 2  # the serving entry and the one it replaced (requests in flight during a swap)
 
 
@@ -262,11 +262,11 @@ def app_builder(args: ServeArgs):
     """Typed application builder (``serve run serve/config.yaml``, ``python -m raylurm.serve``)."""
     registry = Registry(args.registry)
     args = args.model_copy(update={"registry": str(registry.root.resolve())})  # replicas may run elsewhere
-    available = [m for m in METHOD_ORDER if registry.current(m) is not None]
+    available = [m for m in METHODS if registry.current(m) is not None]
     methods = args.methods or available
     missing = [m for m in methods if m not in available]
     if missing or not methods:
-        raise ValueError(f"registry {registry.root}: no current entry for {missing or list(METHOD_ORDER)} "
+        raise ValueError(f"registry {registry.root}: no current entry for {missing or list(METHODS)} "
                          f"(have: {available or 'none'}); run a sweep (python -m raylurm.tune) or promote an entry")
     logging = {"enable_access_log": args.access_log}
     # Serve's default of 5 requests in flight per replica would cap a batch at 5 and, at higher
@@ -277,3 +277,9 @@ def app_builder(args: ServeArgs):
     ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1},
                                max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)
     return ingress.bind(models, args.model_dump())
+
+
+def deploy(app_args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, name: str = "raylurm"):
+    """Deploy the application on the running Ray, Serve's HTTP proxy on ``host:port``; return its handle."""
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(app_builder(app_args), name=name, route_prefix="/")

@@ -1,6 +1,6 @@
 """Incremental LURM representations: fold a new period's events into a carried GRU state.
 
-LURM's representation (paper 000, §3.2) is, per scale, the last state of a GRU run over the
+LURM's representation (LURM, §3.2) is, per scale, the last state of a GRU run over the
 user's non-empty period bags in time order (:class:`raylurm.methods.lurm.TimeAggregation`), then
 the eq. 7 switch across scales. The last bag of a scale can still grow — the current month (and
 the current year) are not over — so the state carried for each scale is:

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from raylurm.batch import collate
-from raylurm.checkpoint import load_model
+from raylurm.data.prepare import data_home
 from raylurm.registry import Entry
+from raylurm.train.batch import collate
+from raylurm.train.checkpoint import load_model
 from raylurm.serving import incremental
 from raylurm.serving.features import EventEncoder
 
@@ -55,8 +56,6 @@ def users_dir_for(entry: Entry, override: str | None = None) -> Path | None:
     if recorded and Path(recorded).exists():
         return Path(recorded)
     if entry.split:
-        from raylurm.data.prepare import data_home
-
         found = sorted(glob.glob(str(data_home() / "splits" / f"*-{entry.split}" / "boi" / "pretrain" / "users")))
         if found:
             return Path(found[0])

@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01 UTC, the pipeline's upper bound
+from raylurm.data.schema import MAX_TIMESTAMP
 
 
 class ServeArgs(BaseModel):

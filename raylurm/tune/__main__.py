@@ -9,7 +9,7 @@ Examples::
     tensorboard --logdir ~/.cache/raylurm/tune/study                 # live curves of every trial
 
 A sweep file (``tune_configs/``) gives each method's search space, written with Tune's own
-primitives, fixed training options and the search settings (see :mod:`raylurm.sweeps`).
+primitives, fixed training options and the search settings (see :mod:`raylurm.tune.sweeps`).
 Trials pretrain on the evaluation split's pretraining part (``raylurm.evaluate.split``) and
 are scored every epoch on *validation* users (``val_auc``: profiling AUC of a probe, see
 :mod:`raylurm.tune.validation`); ASHA stops weak trials early. Every method is its own Tune
@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Sequence
 
 from raylurm import cli
+from raylurm.evaluate.report import write_text
+from raylurm.evaluate.split import SplitConfig, materialise
+from raylurm.registry import Registry
+from raylurm.runtime import init_ray
+from raylurm.train.fit import resolve_dataset
+from raylurm.tune import report, results, sweeps
+from raylurm.tune.results import default_storage, resolve_experiment
+from raylurm.tune.run import experiment_dir, run_sweep, smoke
 
 log = logging.getLogger("raylurm.tune")
-
-
-def default_storage() -> Path:
-    from raylurm.data.prepare import data_home
-
-    return data_home() / "tune"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="two trials per method, two epochs of two steps (checks a sweep end to end)")
     p.add_argument("--method", action="append", dest="methods", help="only this method of the sweep (repeatable)")
     p.add_argument("--data", default="ml-1m", help="dataset dir or bundled name; trials use its evaluation split (default: ml-1m)")
-    from raylurm.evaluate.split import SplitConfig
-
     p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
                    help="the split's category-preference cutoff quantile (default: %(default)s)")
     p.add_argument("--storage-path", help="where experiments go (default: $RAYLURM_HOME/tune; s3://… on clusters)")
@@ -61,14 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_(args) -> int:
-    from raylurm import sweeps
-    from raylurm.evaluate.split import SplitConfig, materialise
-    from raylurm.pretrain import resolve_dataset
-    from raylurm.runtime import init_ray
-    from raylurm.tune import results
-    from raylurm.tune.run import experiment_dir, run_sweep, smoke
-
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) a sweep, export each method's best checkpoint to the registry, print where it all is."""
     sweep = sweeps.load(args.sweep)  # fails on typos before anything starts
     unknown = sorted(set(args.methods or []) - set(sweep.methods))
     if unknown:
@@ -93,8 +87,6 @@ def main_(args) -> int:
         log.info("results in %s; sync it locally for the report and the registry", root)
         return 0
     if not args.no_register:
-        from raylurm.registry import Registry
-
         for method, (entry, promoted) in results.register_best(Path(root), Registry(args.registry)).items():
             log.info("%s: best %s %.4f -> registry %s%s", method, entry.metric, entry.value, entry.path,
                      " (serving)" if promoted else "")
@@ -103,13 +95,44 @@ def main_(args) -> int:
     return 0
 
 
+def build_report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m raylurm.tune report", description=report.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_common_arguments(p)
+    p.add_argument("experiment", help="experiment directory, or its name under --storage-path")
+    p.add_argument("--storage-path", help="where experiments are (default: $RAYLURM_HOME/tune)")
+    p.add_argument("--out", help="report directory (default: <experiment>/report)")
+    p.add_argument("--no-test", action="store_true", help="skip the test metrics of the chosen checkpoints")
+    return p
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write and print the sweep report (test metrics of the chosen checkpoints computed once, then cached)."""
+    experiment = resolve_experiment(args.experiment, args.storage_path)
+    record = results.sweep_record(experiment)
+    trials = results.load_trials(experiment)
+    if not trials:
+        raise ValueError(f"{experiment}: no trial has reported yet")
+    best = results.best_trials(trials)
+    tests = {} if args.no_test else report.test_metrics(experiment, record, best)
+    out = Path(args.out) if args.out else experiment / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    findings = report.ablations(trials)
+    images = [p.name for p in report.plots(trials, findings, out)]
+    command = "python -m raylurm.tune report " + " ".join(
+        [experiment.name] + (["--out", args.out] if args.out else []) + (["--no-test"] if args.no_test else []))
+    text = report.markdown(experiment, record, trials, best, tests, findings, images, command)
+    write_text(out / "REPORT.md", text)
+    print(text)
+    log.info("report: %s", out / "REPORT.md")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        from raylurm.tune.report import main as report_main
-
-        return report_main(argv[1:])
-    return cli.run(main_, build_parser(), argv)
+        return cli.execute(run_report, build_report_parser(), argv[1:])
+    return cli.execute(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

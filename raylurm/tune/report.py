@@ -1,4 +1,4 @@
-"""``python -m raylurm.tune report <experiment>`` — what a sweep found, as Markdown and PNG.
+"""What a sweep found, as Markdown and PNG (``python -m raylurm.tune report <experiment>``).
 
 * per method: the validation metric against every swept hyperparameter (each trial's best epoch)
   and the validation curves of every trial;
@@ -16,26 +16,29 @@ parts. The report reads the experiment's files only (no Ray) except for the test
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from raylurm import cli
-from raylurm.tune.results import Trial, best_trials, load_trials, sweep_record
-from raylurm.tune.run import SWEEP_JSON
+from raylurm.data.io import atomic_file
+from raylurm.evaluate.harness import evaluate
+from raylurm.evaluate.report import save_figure
+from raylurm.evaluate.split import Split
+from raylurm.evaluate.tasks import EvalConfig
+from raylurm.methods import METHODS
+from raylurm.runtime import init_ray
+from raylurm.tune.results import SWEEP_JSON, Trial
 from raylurm.tune.validation import METRIC
 
 log = logging.getLogger("raylurm.tune.report")
 
 TOLERANCE = 0.005  # validation AUC gap read as "no difference" (single seed per arm)
 TEST_CACHE = "test_metrics.json"
-METHOD_ORDER = ("lurm", "atrank", "dss", "adaptssr")
 
 
 # ------------------------------------------------------------------------------------ ablations
@@ -149,11 +152,6 @@ def test_metrics(experiment: Path, record: dict, best: dict[str, Trial]) -> dict
     todo = {m: Path(t.best["checkpoint_path"]) for m, t in best.items()
             if t.best.get("checkpoint_path") and t.best["checkpoint_path"] not in cache}
     if todo:
-        from raylurm.evaluate.__main__ import evaluate
-        from raylurm.evaluate.split import Split
-        from raylurm.evaluate.tasks import EvalConfig
-        from raylurm.runtime import init_ray
-
         missing = [str(p) for p in todo.values() if not (p / "meta.json").exists()]
         if missing:
             raise FileNotFoundError(f"chosen checkpoint(s) not found (deleted, or the experiment was copied without them): {missing}")
@@ -163,8 +161,6 @@ def test_metrics(experiment: Path, record: dict, best: dict[str, Trial]) -> dict
         rows = evaluate(split, todo, EvalConfig(seeds=(0,)), baselines=False)
         for method, path in todo.items():
             cache[str(path)] = [{k: r[k] for k in ("task", "target", "metric", "value")} for r in rows if r["model"] == method]
-        from raylurm.data.io import atomic_file
-
         with atomic_file(cache_path) as tmp:
             tmp.write_text(json.dumps(cache, indent=2, default=float))
     return {m: {(r["task"], r["target"], r["metric"]): r["value"] for r in cache[t.best["checkpoint_path"]]}
@@ -191,8 +187,6 @@ def plots(trials: dict[str, list[Trial]], findings: list[dict], out: Path) -> li
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from raylurm.evaluate.report import _save
 
     paths = []
     for method in _ordered(trials):
@@ -221,7 +215,7 @@ def plots(trials: dict[str, list[Trial]], findings: list[dict], out: Path) -> li
             ax.set(title=key, xlabel=key)
             ax.grid(alpha=0.3)
         path = out / f"{method}_hyperparameters.png"
-        _save(fig, path)
+        save_figure(fig, path)
         paths.append(path)
     shown = [f for f in findings if "arms" in f]
     if shown:
@@ -240,13 +234,13 @@ def plots(trials: dict[str, list[Trial]], findings: list[dict], out: Path) -> li
             ax.set_ylabel(f"best {METRIC}", fontsize=8)
             ax.grid(axis="y", alpha=0.3)
         path = out / "ablations.png"
-        _save(fig, path)
+        save_figure(fig, path)
         paths.append(path)
     return paths
 
 
 def _ordered(trials: dict) -> list[str]:
-    return [m for m in METHOD_ORDER if m in trials] + sorted(set(trials) - set(METHOD_ORDER))
+    return [m for m in METHODS if m in trials] + sorted(set(trials) - set(METHODS))
 
 
 # ------------------------------------------------------------------------------------ markdown
@@ -307,51 +301,3 @@ def markdown(experiment: Path, record: dict, trials: dict[str, list[Trial]], bes
             lines.append(f"| {method} | `{t.trial_id}` | {t.status(max_epochs)} | {t.best.get('epoch') if t.best else '–'} | "
                          f"{_fmt(t.best_value)} | {config} |")
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------ CLI
-def resolve_experiment(value: str, storage: str | None) -> Path:
-    from raylurm.tune.__main__ import default_storage
-
-    for candidate in (Path(value), Path(storage or default_storage()) / value):
-        if (candidate / SWEEP_JSON).exists():
-            return candidate
-    raise FileNotFoundError(f"no sweep experiment at {value!r} (looked for a path and a name under {storage or default_storage()})")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raylurm.tune report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_arguments(p)
-    p.add_argument("experiment", help="experiment directory, or its name under --storage-path")
-    p.add_argument("--storage-path", help="where experiments are (default: $RAYLURM_HOME/tune)")
-    p.add_argument("--out", help="report directory (default: <experiment>/report)")
-    p.add_argument("--no-test", action="store_true", help="skip the test metrics of the chosen checkpoints")
-    return p
-
-
-def main_(args) -> int:
-    from raylurm.evaluate.report import write_text
-
-    experiment = resolve_experiment(args.experiment, args.storage_path)
-    record = sweep_record(experiment)
-    trials = load_trials(experiment)
-    if not trials:
-        raise ValueError(f"{experiment}: no trial has reported yet")
-    best = best_trials(trials)
-    tests = {} if args.no_test else test_metrics(experiment, record, best)
-    out = Path(args.out) if args.out else experiment / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    findings = ablations(trials)
-    images = [p.name for p in plots(trials, findings, out)]
-    command = "python -m raylurm.tune report " + " ".join(
-        [experiment.name] + (["--out", args.out] if args.out else []) + (["--no-test"] if args.no_test else []))
-    text = markdown(experiment, record, trials, best, tests, findings, images, command)
-    write_text(out / "REPORT.md", text)
-    print(text)
-    log.info("report: %s", out / "REPORT.md")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(main_, build_parser(), argv)

@@ -10,11 +10,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
-from raylurm.tune.run import SWEEP_JSON
+from raylurm.data.prepare import data_home
 from raylurm.tune.validation import METRIC
+
+SWEEP_JSON = "sweep.json"  # written by raylurm.tune.run at the experiment's root
+
+
+def default_storage() -> Path:
+    """Where sweeps go by default: ``$RAYLURM_HOME/tune``."""
+    return data_home() / "tune"
+
+
+def resolve_experiment(value: str, storage: str | None = None) -> Path:
+    """An experiment directory from a path, or from its name under ``storage`` (default :func:`default_storage`)."""
+    for candidate in (Path(value), Path(storage or default_storage()) / value):
+        if (candidate / SWEEP_JSON).exists():
+            return candidate
+    raise FileNotFoundError(f"no sweep experiment at {value!r} (looked for a path and a name under {storage or default_storage()})")
 
 
 @dataclasses.dataclass
@@ -118,8 +134,6 @@ def prune_checkpoints(experiment: Path, method: str) -> int:
 
     Every epoch is kept while trials run (the best epoch is only known at the end); afterwards a
     sweep would otherwise keep trials × epochs checkpoints with their optimizer state."""
-    import shutil
-
     freed = 0
     for trial in load_trials(Path(experiment)).get(method, []):
         if not trial.epochs:

@@ -31,13 +31,18 @@ from typing import Any
 
 from ray import tune
 
-from raylurm import sweeps
 from raylurm.config import to_dict
-from raylurm.tune.validation import METRIC, MODE
+from raylurm.data.io import atomic_file
+from raylurm.train.batch import DataInfo
+from raylurm.train.config import TrainConfig
+from raylurm.train.fit import tensorboard_callback
+from raylurm.train.loop import train_loop_per_worker
+from raylurm.tune import sweeps
+from raylurm.tune.results import SWEEP_JSON, prune_checkpoints
+from raylurm.tune.validation import METRIC, MODE, report_callback
 
 log = logging.getLogger(__name__)
 
-SWEEP_JSON = "sweep.json"
 DEFAULT_NUM_WORKERS = 1  # per trial: small models train best as many 1-worker trials side by side
 TRIAL_CPU = 0.01  # the function trainable's own share (Tune refuses 0)
 
@@ -60,11 +65,6 @@ def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
     (the BoI rows, materialised once per sweep by :func:`run_sweep`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
-
-    from raylurm.batch import DataInfo
-    from raylurm.pretrain import _callback as tensorboard_callback
-    from raylurm.train import TrainConfig, train_loop_per_worker
-    from raylurm.tune.validation import report_callback
 
     train = TrainConfig(method=setup.method, **setup.train)
     model_config = sweeps.method_config(setup.method, config)
@@ -237,8 +237,6 @@ def run_sweep(sweep: sweeps.Sweep, split, storage: str, name: str, resume: bool 
         log.info("%s: sweeping %d sample(s) of %s", method, sweep.search["num_samples"], sorted(sweep.methods[method]))
         results[method] = tuner.fit()
         if "://" not in root:
-            from raylurm.tune.results import prune_checkpoints
-
             freed = prune_checkpoints(Path(root), method)
             log.info("%s: kept each trial's best and latest checkpoints (%.1f MB of other epochs freed)", method, freed / 1e6)
     return results
@@ -258,8 +256,6 @@ def _write_sweep_json(root: str, sweep: sweeps.Sweep, split, resume: bool) -> No
             with fs.open_output_stream(f"{path}/{SWEEP_JSON}") as f:
                 f.write(json.dumps(record, indent=2).encode())
         return
-    from raylurm.data.io import atomic_file
-
     path = Path(root) / SWEEP_JSON
     if resume and path.exists():
         return

@@ -28,8 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+
+from raylurm.evaluate import metrics, probe
+from raylurm.evaluate.tasks import assign, label_columns
+from raylurm.train.batch import collate
+from raylurm.train.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +57,6 @@ class ProfilingValidation:
     """Probe data for one split: history rows of the seed's probe-train and validation users + labels."""
 
     def __init__(self, history_boi: str | os.PathLike, users_parquet: str | os.PathLike, config: ValidationConfig = ValidationConfig()):
-        from raylurm.evaluate.tasks import assign, label_columns
-
         self.config = config
         labels = label_columns(Path(users_parquet))
         if not labels:
@@ -71,16 +75,12 @@ class ProfilingValidation:
             needed.update(users[train].tolist())
             needed.update(users[valid].tolist())
         order = pa.array(sorted(needed), type=table.schema.field("user_id").type)
-        import pyarrow.compute as pc
-
         self.table = table.filter(pc.is_in(table["user_id"], value_set=order))
         self.row_of = {u: i for i, u in enumerate(self.table["user_id"].to_pylist())}
         log.info("validation: %d label column(s), %d users encoded per epoch", len(self.columns), self.table.num_rows)
 
     @torch.no_grad()
     def embed(self, model: torch.nn.Module, scales: tuple[str, ...]) -> np.ndarray:
-        from raylurm.batch import collate
-
         model.eval()
         out = []
         for start in range(0, self.table.num_rows, self.config.batch_size):
@@ -89,8 +89,6 @@ class ProfilingValidation:
 
     def score(self, model: torch.nn.Module, scales: tuple[str, ...]) -> dict[str, float]:
         """``val_auc`` and ``val_auc/<column>`` of ``model``'s representation."""
-        from raylurm.evaluate import metrics, probe
-
         z = self.embed(model, scales)
         config = probe.ProbeConfig(max_epochs=self.config.max_epochs, patience=self.config.patience,
                                    weight_decays=(self.config.weight_decay,))
@@ -113,8 +111,6 @@ class ProfilingValidation:
         return out
 
     def score_checkpoint(self, directory: str | os.PathLike) -> dict[str, float]:
-        from raylurm.checkpoint import load_model
-
         model, meta = load_model(directory)
         return self.score(model, tuple(meta["info"]["scales"]))
 

@@ -11,7 +11,7 @@ import pytest
 def boi_dir(ray_runtime, tmp_path_factory) -> Path:
     """A small synthetic log (64 users, 2 years, 3 behaviours) built into BoI by the Ray Data pipeline, once."""
     from raylurm.boi.build import BuildConfig, build
-    from raylurm.boi.item_embedding import ItemEmbeddingConfig
+    from raylurm.boi.embeddings import ItemEmbeddingConfig
     from raylurm.boi.pipeline import BoiConfig
     from raylurm.boi.vocabulary import VocabularyConfig
     from raylurm.data.synth import SynthConfig, generate

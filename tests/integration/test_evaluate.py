@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from raylurm.boi.build import BuildConfig
-from raylurm.boi.item_embedding import ItemEmbeddingConfig
+from raylurm.boi.embeddings import ItemEmbeddingConfig
 from raylurm.boi.pipeline import BoiConfig
 from raylurm.boi.vocabulary import VocabularyConfig
 from raylurm.data.synth import SynthConfig, generate
 from raylurm.evaluate.__main__ import main as evaluate_main
 from raylurm.evaluate.split import SplitConfig, materialise
-from raylurm.pretrain import fit
-from raylurm.train import TrainConfig
+from raylurm.train.fit import fit
+from raylurm.train.config import TrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +100,8 @@ def test_random_init_is_the_runs_starting_point(setting):
     """The random-init baseline rebuilds the exact initial weights of the pretraining run."""
     import torch
 
-    from raylurm.checkpoint import build_model, load_model, read_meta
-    from raylurm.train import init_seed
+    from raylurm.train.checkpoint import build_model, load_model, read_meta
+    from raylurm.train.loop import init_seed
 
     _, _, checkpoints = setting
     meta = read_meta(checkpoints["atrank"])
@@ -116,9 +116,9 @@ def test_random_init_is_the_runs_starting_point(setting):
 
 
 def test_pretrain_cli_split_option_records_the_split(setting):
-    from raylurm.checkpoint import read_meta
-    from raylurm.evaluate.__main__ import latest_per_method
-    from raylurm.pretrain import main as pretrain_main
+    from raylurm.train.checkpoint import read_meta
+    from raylurm.evaluate.harness import latest_per_method
+    from raylurm.pretrain.__main__ import main as pretrain_main
 
     root, split, checkpoints = setting
     code = pretrain_main(["--split", "--data", str(root / "data"), "--cutoff-quantile", str(SPLIT.cutoff_quantile),

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from raylurm.batch import DataInfo, collate
-from raylurm.checkpoint import load_model
+from raylurm.train.batch import DataInfo, collate
+from raylurm.train.checkpoint import load_model
 from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from tests.helpers import register_model

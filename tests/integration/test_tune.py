@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from raylurm.boi.build import BuildConfig
-from raylurm.boi.item_embedding import ItemEmbeddingConfig
+from raylurm.boi.embeddings import ItemEmbeddingConfig
 from raylurm.boi.pipeline import BoiConfig
 from raylurm.boi.vocabulary import VocabularyConfig
 from raylurm.data.synth import SynthConfig, generate
@@ -59,7 +59,7 @@ def test_smoke_sweep_reports_validation_metrics_and_registers_the_best(data, tmp
         assert entry is not None and entry.split is not None
         best = results.best_trials(trials)[method]
         assert entry.value == pytest.approx(best.best_value) and entry.record["trial_id"] == best.trial_id
-        from raylurm.checkpoint import load_model
+        from raylurm.train.checkpoint import load_model
 
         model, meta = load_model(entry.path)  # rebuilt from the entry alone
         assert meta["method"] == method and meta["split"] == entry.split
@@ -161,8 +161,8 @@ def _serving_inputs_match_the_pipeline(reg: Registry, data: Path) -> None:
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    from raylurm.batch import collate
-    from raylurm.checkpoint import load_model
+    from raylurm.train.batch import collate
+    from raylurm.train.checkpoint import load_model
     from raylurm.evaluate.split import Split, default_root
     from raylurm.serving.features import EventEncoder
 

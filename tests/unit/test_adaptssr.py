@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.config import from_dict
 from raylurm.losses.mpr import adaptive_lambda, mpr_loss, pairwise_ranking, resolve_lambda
 from raylurm.methods.adaptssr import (AdaptSSR, AdaptSSRConfig, augment, crop_index, mask_positions,

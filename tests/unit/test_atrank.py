@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.methods import atrank as atrank_module

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from raylurm import checkpoint as ckpt
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.train import checkpoint as ckpt
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.methods import METHODS
 
 INFO = DataInfo(num_interests=50, num_items=40, num_behaviors=3, scales=("month", "year"), max_sequence_length=12,

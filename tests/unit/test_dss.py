@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.config import from_dict
 from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 from raylurm.methods.dss import DSS, DSSConfig, sample_cuts, window

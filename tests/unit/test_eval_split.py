@@ -117,7 +117,7 @@ def test_probe_refuses_overlapping_train_and_validation_users():
 
 
 def test_evaluator_refuses_a_checkpoint_of_another_split(tmp_path, tiny):
-    from raylurm.evaluate.__main__ import check_split
+    from raylurm.evaluate.harness import check_split
 
     out, meta = tiny
     split = Split(out, {**meta, "vocabulary_hash": "v1"})

@@ -1,4 +1,4 @@
-"""Tests of the LURM §3.1.1 item embeddings (raylurm.boi.item_embedding)."""
+"""Tests of the LURM §3.1.1 item embeddings (raylurm.boi.embeddings)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raylurm.boi.item_embedding import (
-    EMPTY,
-    UNK,
-    EventLog,
-    ItemEmbeddingConfig,
-    ItemEmbeddings,
-    TextItemEncoder,
-    accidental_hits,
-    draw_pairs,
-    encode_texts,
-    load_events,
-    split_words,
-    train_item_embeddings,
-    window_bounds,
-)
+from raylurm.boi.embeddings import ItemEmbeddingConfig, ItemEmbeddings, train_item_embeddings
+from raylurm.boi.embeddings.pairs import EventLog, draw_pairs, load_events, window_bounds
+from raylurm.boi.embeddings.text import EMPTY, UNK, TextItemEncoder, accidental_hits, encode_texts, split_words
 from raylurm.data.errors import DataError
 from raylurm.data.synth import SynthConfig, generate
 

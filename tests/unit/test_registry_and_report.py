@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from raylurm import checkpoint as ckpt
+from raylurm.train import checkpoint as ckpt
 from raylurm.registry import Registry
-from raylurm.registry import main as registry_main
+from raylurm.registry.__main__ import main as registry_main
 from raylurm.tune import report, results
 from raylurm.tune.__main__ import main as tune_main
 

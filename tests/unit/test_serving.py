@@ -14,7 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from raylurm.batch import DataInfo, collate
+from raylurm.train.batch import DataInfo, collate
 from raylurm.boi.vocabulary import VocabularyConfig, build_vocabulary
 from raylurm.methods import METHODS
 from raylurm.methods.lurm import LURM, LURMConfig
@@ -221,7 +221,7 @@ def test_serve_config_file_deploys_the_typed_builder(registry, tmp_path):
 
 
 def test_serve_cli_help_and_arguments():
-    from raylurm.serve import build_parser, serve_args
+    from raylurm.serve.__main__ import build_parser, serve_args
 
     args = build_parser().parse_args(["--methods", "lurm", "dss", "--max-k", "50", "--replica-cpus", "1"])
     parsed = serve_args(args)
@@ -232,8 +232,8 @@ def test_serve_cli_help_and_arguments():
 def test_registry_add_serves_a_pretraining_run(boi, users_dir, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from raylurm import checkpoint
-    from raylurm.registry import main
+    from raylurm.train import checkpoint
+    from raylurm.registry.__main__ import main
 
     monkeypatch.setenv("RAYLURM_HOME", str(tmp_path / "home"))
     split_boi = tmp_path / "home" / "splits" / "ds-s9" / "boi" / "pretrain"

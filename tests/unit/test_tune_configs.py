@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from raylurm import sweeps
-from raylurm.batch import DataInfo, collate, synthetic_rows
+from raylurm.tune import sweeps
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.methods import METHODS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "tune_configs").glob("*.py"))

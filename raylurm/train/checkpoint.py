@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-from raylurm.batch import DataInfo
 from raylurm.config import from_dict, to_dict
+from raylurm.data.prepare import data_home
+from raylurm.methods import METHODS
+from raylurm.train.batch import DataInfo
 
 META = "meta.json"
 
@@ -44,12 +46,8 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 
 def build_model(meta: dict) -> torch.nn.Module:
-    from raylurm.methods import METHODS
-
     cls = METHODS[meta["method"]]
-    info = dict(meta["info"])
-    info["scales"], info["item_category"] = tuple(info["scales"]), tuple(info["item_category"])
-    return cls(from_dict(cls.Config, _tuples(cls.Config, meta["method_config"])), DataInfo(**info))
+    return cls(from_dict(cls.Config, _tuples(cls.Config, meta["method_config"])), DataInfo.from_dict(meta["info"]))
 
 
 def _tuples(cls: type, values: dict) -> dict:
@@ -64,3 +62,24 @@ def load_model(directory: str | os.PathLike, map_location: str | torch.device = 
     model = build_model(meta)
     model.load_state_dict(torch.load(Path(directory) / "model.pt", map_location=map_location, weights_only=True))
     return model.eval(), meta
+
+
+def default_storage() -> Path:
+    """Where pretraining runs go by default: ``$RAYLURM_HOME/runs``."""
+    return data_home() / "runs"
+
+
+def checkpoints_in(run: Path) -> list[Path]:
+    """The checkpoint directories of a Ray Train run directory, by name."""
+    return sorted((p for p in Path(run).glob("checkpoint_*") if (p / META).exists()), key=lambda p: p.name)
+
+
+def resolve_checkpoint(value: str, storage: Path) -> Path:
+    """A checkpoint dir, a run dir (its latest checkpoint) or a run name under ``storage``."""
+    for candidate in (Path(value), Path(storage) / value):
+        if (candidate / META).exists():
+            return candidate
+        found = checkpoints_in(candidate) if candidate.is_dir() else []
+        if found:
+            return max(found, key=lambda p: (json.loads((p / META).read_text()).get("step", 0), p.name))
+    raise FileNotFoundError(f"no checkpoint at {value!r} (looked for a checkpoint dir, a run dir and a run name under {storage})")

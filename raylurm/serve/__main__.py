@@ -2,7 +2,7 @@
 
 Starts (or joins, with ``--address``/``RAY_ADDRESS``) Ray, binds Serve's HTTP proxy to
 ``--host``/``--port`` (127.0.0.1:8000 by default: loopback only unless asked), deploys the
-application of :mod:`raylurm.serving.app` and serves until interrupted. The same application
+application of :mod:`raylurm.serving.app` (the library behind this command) and serves until interrupted. The same application
 runs from a Serve config file: ``serve run serve/config.yaml``.
 """
 
@@ -14,14 +14,17 @@ import signal
 import threading
 from typing import Sequence
 
+from ray import serve
+
 from raylurm import cli
+from raylurm.runtime import init_ray
+from raylurm.serving.app import deploy
+from raylurm.serving.schemas import ServeArgs
 
 log = logging.getLogger("raylurm.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raylurm.serving.schemas import ServeArgs
-
     fields = ServeArgs.model_fields
     p = argparse.ArgumentParser(
         prog="python -m raylurm.serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -48,9 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def serve_args(args: argparse.Namespace):
-    from raylurm.serving.schemas import ServeArgs
-
+def serve_args(args: argparse.Namespace) -> ServeArgs:
+    """The application's typed arguments from the parsed command line."""
     return ServeArgs(registry=args.registry, methods=args.methods, users=args.users, device=args.device,
                      num_cpus=args.replica_cpus, num_gpus=args.num_gpus, num_replicas=args.num_replicas,
                      max_batch_size=args.max_batch_size, max_ongoing_requests=args.max_ongoing_requests,
@@ -59,24 +61,11 @@ def serve_args(args: argparse.Namespace):
                      reload_interval_s=args.reload_interval_s, index_factory=args.index_factory)
 
 
-def start(app_args, host: str = "127.0.0.1", port: int = 8000, name: str = "raylurm"):
-    """Deploy the application on the running Ray (Serve's proxy on ``host:port``); return its handle."""
-    from ray import serve
-
-    from raylurm.serving.app import app_builder
-
-    serve.start(http_options={"host": host, "port": port})
-    return serve.run(app_builder(app_args), name=name, route_prefix="/")
-
-
-def main_(args: argparse.Namespace) -> int:
-    from ray import serve
-
-    from raylurm.runtime import init_ray
-
+def run(args: argparse.Namespace) -> int:
+    """Start Ray and Serve, deploy the application, serve until SIGTERM or Ctrl-C."""
     app_args = serve_args(args)
     init_ray(args.address, num_cpus=args.num_cpus, include_dashboard=args.dashboard)
-    start(app_args, args.host, args.port)
+    deploy(app_args, args.host, args.port)
     log.info("serving %s on http://%s:%d (OpenAPI: /docs); Ctrl-C stops", app_args.methods or "every current entry",
              args.host, args.port)
     stop = threading.Event()
@@ -91,7 +80,7 @@ def main_(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(main_, build_parser(), argv)
+    return cli.execute(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A sweep file is plain Python written with Ray Tune's search primitives and defin
 
 * ``METHODS`` — ``{method: {option: value or tune domain}}``; options are fields of the
   method's config (``python -m raylurm.pretrain --method M --list-options``);
-* ``TRAIN`` — fixed :class:`raylurm.train.TrainConfig` fields (epochs, steps per epoch, …);
+* ``TRAIN`` — fixed :class:`raylurm.train.config.TrainConfig` fields (epochs, steps per epoch, …);
 * ``SEARCH`` — ``num_samples`` (per method), ``scheduler`` and its options.
 
 :func:`load` checks every option name against the method's config (a typo fails when the file
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from raylurm.config import from_dict
+from raylurm.methods import METHODS
+from raylurm.train.config import TrainConfig
 
 SEARCH_KEYS = {"num_samples", "scheduler", "grace_period", "reduction_factor", "max_concurrent_trials"}
 SCHEDULERS = ("asha", "fifo")
@@ -39,9 +41,6 @@ class Sweep:
 
 def load(path: str | os.PathLike) -> Sweep:
     """Import a sweep file and validate it; ``ValueError`` names the file and the bad key."""
-    from raylurm.methods import METHODS
-    from raylurm.train import TrainConfig
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no sweep file {path} (see tune_configs/)")
@@ -88,6 +87,4 @@ def sample(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 
 def method_config(method: str, values: dict[str, Any]):
     """The method's typed config from sampled values (defaults for the rest)."""
-    from raylurm.methods import METHODS
-
     return from_dict(METHODS[method].Config, values)

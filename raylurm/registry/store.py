@@ -1,31 +1,10 @@
-"""``python -m raylurm.registry`` — the best-checkpoint registry that Serve and the evaluator read.
+"""The registry on disk: :class:`Registry` (entries per method, ``CURRENT``), :func:`add_checkpoint`.
 
-Examples::
-
-    python -m raylurm.registry list                       # every entry; * marks the one served per method
-    python -m raylurm.registry show lurm                  # the current LURM entry: config, metrics, provenance
-    python -m raylurm.registry promote lurm study.a1b2c3d4_00003.e4    # serve another entry
-    python -m raylurm.registry add demo-lurm              # a pretraining run's checkpoint (no sweep needed)
-
-A sweep (``python -m raylurm.tune``) exports the best checkpoint of each method, by its
-validation metric, as an *entry*: a self-contained checkpoint (``model.pt`` + ``meta.json``;
-the model is rebuilt from it alone; ``boi/`` holds the interest vocabulary and BoI settings that
-turn raw events into its inputs) plus ``entry.json`` with the sampled config, the validation
-metrics, the sweep, trial and epoch it came from and the evaluation split. Layout::
-
-    <registry>/<method>/<entry>/{model.pt, meta.json, entry.json, boi/{manifest.json, vocabulary/}}
-    <registry>/<method>/CURRENT                  the promoted entry's name
-
-Entries are written to a temporary directory and renamed into place; ``CURRENT`` is replaced
-atomically, so a reader (a Serve replica reloading) sees the old entry or the new one, never
-half of one. A new sweep's best is promoted when the method has no current entry, or when it
-beats the current entry on the same split and metric; otherwise it is registered and the log
-says how to promote it.
+See :mod:`raylurm.registry` for the layout and the promotion rule.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -34,11 +13,12 @@ import math
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from raylurm import cli
+from raylurm.data.io import atomic_dir, atomic_file
+from raylurm.data.prepare import data_home
+from raylurm.train.checkpoint import default_storage, resolve_checkpoint
 
 log = logging.getLogger("raylurm.registry")
 
@@ -48,8 +28,7 @@ FILES = ("model.pt", "meta.json")
 
 
 def default_root() -> Path:
-    from raylurm.data.prepare import data_home
-
+    """``$RAYLURM_REGISTRY``, else ``$RAYLURM_HOME/registry``."""
     return Path(os.environ.get("RAYLURM_REGISTRY") or data_home() / "registry")
 
 
@@ -108,8 +87,6 @@ class Registry:
 
         ``boi_dir`` (the BoI the model was pretrained on) adds its ``manifest.json`` and ``vocabulary/``
         as ``boi/``, so the entry alone turns raw events into model inputs (what Serve needs)."""
-        from raylurm.data.io import atomic_dir
-
         method = record["method"]
         name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", name)
         target = self.root / method / name
@@ -128,8 +105,6 @@ class Registry:
         return self._entry(method, name)
 
     def promote(self, method: str, name: str) -> Entry:
-        from raylurm.data.io import atomic_file
-
         entry = self.get(method, name)
         with atomic_file(self.root / method / CURRENT) as tmp:
             tmp.write_text(name + "\n")
@@ -172,10 +147,6 @@ def add_checkpoint(registry: Registry, value: str, boi: str | None = None, name:
 
     It carries no validation metric, so it is served only when its method has no current entry (or
     with ``promote``)."""
-    from raylurm.data.prepare import data_home
-    from raylurm.evaluate.__main__ import resolve_checkpoint
-    from raylurm.pretrain import default_storage
-
     checkpoint = resolve_checkpoint(value, default_storage())
     meta = json.loads((checkpoint / "meta.json").read_text())
     if boi is None:
@@ -204,67 +175,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def _line(entry: Entry, current: Entry | None) -> str:
-    star = "*" if current is not None and current.name == entry.name else " "
-    r = entry.record
-    return (f"{star} {entry.method:<9} {entry.name:<44} {entry.metric} {entry.value:.4f}  epoch {r.get('epoch', '?'):<3} "
-            f"split {r.get('split')}  sweep {r.get('experiment', '?')}  {r.get('registered', '')}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raylurm.registry", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_arguments(p)
-    p.add_argument("--registry", help="registry directory (default: $RAYLURM_REGISTRY, else $RAYLURM_HOME/registry)")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="every entry of every method; * marks the served one")
-    show = sub.add_parser("show", help="one entry as JSON (default: the method's current entry)")
-    show.add_argument("method")
-    show.add_argument("entry", nargs="?")
-    promote = sub.add_parser("promote", help="serve ENTRY for METHOD (Serve picks it up on reload)")
-    promote.add_argument("method")
-    promote.add_argument("entry")
-    add = sub.add_parser("add", help="register a pretraining checkpoint; served if its method has no current entry")
-    add.add_argument("checkpoint", help="a run name (under $RAYLURM_HOME/runs), a run directory or a checkpoint directory")
-    add.add_argument("--boi", help="the BoI directory it was pretrained on (default: its split's pretraining BoI)")
-    add.add_argument("--name", help="entry name (default: <run>.e<epoch>)")
-    add.add_argument("--promote", action="store_true", help="serve it even if its method has a current entry")
-    return p
-
-
-def main_(args) -> int:
-    registry = Registry(args.registry)
-    if args.command == "list":
-        methods = registry.methods()
-        if not methods:
-            print(f"registry {registry.root} is empty: run a sweep (python -m raylurm.tune tune_configs/study.py)")
-            return 0
-        for method in methods:
-            current = registry.current(method)
-            for entry in registry.entries(method):
-                print(_line(entry, current))
-        return 0
-    if args.command == "show":
-        entry = registry.get(args.method, args.entry) if args.entry else registry.current(args.method)
-        if entry is None:
-            raise FileNotFoundError(f"registry {registry.root}: no current {args.method} entry")
-        print(json.dumps({"path": str(entry.path), **entry.record}, indent=2))
-        return 0
-    if args.command == "add":
-        entry, served = add_checkpoint(registry, args.checkpoint, args.boi, args.name, args.promote)
-        print(_line(entry, entry if served else registry.current(entry.method)))
-        return 0
-    entry = registry.promote(args.method, args.entry)
-    print(_line(entry, entry))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(main_, build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

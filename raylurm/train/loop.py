@@ -2,7 +2,7 @@
 
 Each method computes its own loss in ``forward``; the loop never branches on the method. Data
 arrives as Ray Data shards of BoI rows (``get_dataset_shard("train")``) and is collated on the
-worker (:func:`raylurm.batch.collate`). Models are wrapped in DDP by ``prepare_model`` (gloo on
+worker (:func:`raylurm.train.batch.collate`). Models are wrapped in DDP by ``prepare_model`` (gloo on
 CPU, NCCL on GPU); in-batch negatives are gathered across workers inside the methods.
 
 Every epoch each rank calls ``ray.train.report`` once (rank 0 attaches the checkpoint: weights,
@@ -25,30 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from raylurm import checkpoint as ckpt
-from raylurm.batch import DataInfo, collate
 from raylurm.config import from_dict, to_dict
+from raylurm.methods import METHODS
+from raylurm.train import checkpoint as ckpt
+from raylurm.train.batch import DataInfo, collate
+from raylurm.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    method: str = "lurm"  # lurm | atrank | dss | adaptssr
-    epochs: int = 5
-    num_workers: int = 2  # Ray Train workers (DDP ranks)
-    use_gpu: bool = False
-    batch_size: int | None = None  # per worker; None = the method's paper default
-    lr: float | None = None  # None = the method's paper default
-    seed: int = 0
-    max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
-    keep_checkpoints: int = 2
-    max_steps_per_epoch: int | None = None  # cap (smoke tests, benchmarks)
-    fault_step: int | None = None  # fault injection for tests: rank 1 SIGKILLs itself once at this global step
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.num_workers < 1 or self.max_failures < 0:
-            raise ValueError("epochs and num_workers must be >= 1, max_failures >= 0")
 
 
 def init_seed(seed: int, rank: int = 0) -> int:
@@ -58,8 +41,6 @@ def init_seed(seed: int, rank: int = 0) -> int:
 
 
 def _method(name: str):
-    from raylurm.methods import METHODS
-
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name]
@@ -68,8 +49,7 @@ def _method(name: str):
 def build(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, DataInfo]:
     """The model of ``config["method"]`` from the loop config (method options + data sizes)."""
     cls = _method(config["method"])
-    info = DataInfo(**{**config["info"], "scales": tuple(config["info"]["scales"]),
-                       "item_category": tuple(config["info"]["item_category"])})
+    info = DataInfo.from_dict(config["info"])
     model_config = from_dict(cls.Config, config["method_config"])
     return cls(model_config, info), model_config, info
 

@@ -1,0 +1,1 @@
+"""The ``python -m raylurm.pretrain`` command only; pretraining itself is :mod:`raylurm.train`."""

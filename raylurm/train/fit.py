@@ -1,0 +1,123 @@
+"""Pretraining runs on Ray Train: :func:`fit` builds the ``TorchTrainer`` around the one training loop.
+
+``fit`` takes a BoI directory and a :class:`~raylurm.train.config.TrainConfig`; the command line
+``python -m raylurm.pretrain`` is a thin layer over it. Runs are written to
+``<storage>/<name>``: a checkpoint every epoch, TensorBoard logs under ``tensorboard/``; a rerun
+with the same name resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from raylurm.boi.build import build
+from raylurm.config import apply_overrides, to_dict
+from raylurm.data import datasets
+from raylurm.data.prepare import data_home
+from raylurm.methods import METHODS
+from raylurm.train.batch import DataInfo
+from raylurm.train.checkpoint import default_storage
+from raylurm.train.config import TrainConfig
+from raylurm.train.loop import train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = "ml-1m"
+
+
+def resolve_boi(data: str) -> Path:
+    """A BoI directory from a path, or from a bundled name (prepared and built on first use)."""
+    path = Path(data)
+    if (path / "manifest.json").exists() and (path / "users").exists():
+        return path
+    target = data_home() / "boi" / data
+    if (target / "manifest.json").exists():
+        return target
+    dataset = datasets.resolve(data)  # raises a clear DataError for unknown names
+    log.info("building Bag-of-Interests sequences for %s into %s (once)", data, target)
+    build(dataset, target)
+    return target
+
+
+def resolve_dataset(data: str) -> Path:
+    """The prepared dataset behind ``data``: a dataset dir or bundled name, or a BoI dir (its manifest's dataset)."""
+    path = Path(data)
+    if (path / "manifest.json").exists() and (path / "users").exists():
+        return Path(json.loads((path / "manifest.json").read_text())["dataset"])
+    return datasets.resolve(data)
+
+
+class TensorBoardCallback:
+    """Writes rank 0's epoch metrics to ``<run>/tensorboard`` from the Train controller."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = str(logdir)
+        self._writer = None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = self._writer or SummaryWriter(self.logdir)
+        first = metrics[0]
+        for key, value in first.items():
+            if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                self._writer.add_scalar(f"train/{key}", value, global_step=int(first.get("step", 0)))
+        self._writer.flush()
+
+    def after_exception(self, run_context, worker_exceptions):
+        pass
+
+
+def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: str | None = None,
+        storage_path: str | None = None, split: str | None = None, fault_marker: str | None = None):
+    """Pretrain ``train.method`` on the BoI rows at ``boi_dir``; return the Ray Train ``Result``."""
+    import ray  # Ray is imported when a run starts, so that ``--help`` and config errors stay instant
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    if train.method not in METHODS:
+        raise ValueError(f"unknown method {train.method!r}; choose one of {sorted(METHODS)}")
+    model_config = apply_overrides(METHODS[train.method].Config(), overrides)
+    info = DataInfo.from_boi(boi_dir)
+    name = name or f"{train.method}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    storage = Path(storage_path or default_storage()).expanduser().resolve()
+    loop_config = {"train": dataclasses.asdict(train), "method": train.method, "method_config": to_dict(model_config),
+                   "info": dataclasses.asdict(info), "split": split,
+                   "fault_marker": fault_marker or str(storage / name / ".fault-injected")}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
+            callbacks=[tensorboard_callback(storage / name / "tensorboard")],
+        ),
+        datasets={"train": _dataset(boi_dir, train.num_workers)},
+    )
+    log.info("pretraining %s on %s with %d worker(s) -> %s", train.method, boi_dir, train.num_workers, storage / name)
+    return trainer.fit()
+
+
+def _dataset(boi_dir: Path, num_workers: int):
+    """BoI rows as a Ray Dataset; materialised first when the trainers would leave no CPU for streaming reads."""
+    import ray
+
+    ds = ray.data.read_parquet(str(boi_dir / "users"))
+    if ray.cluster_resources().get("CPU", 0) - num_workers < 1:
+        log.info("no CPU left beside %d trainer(s): materialising the BoI rows in the object store first", num_workers)
+        ds = ds.materialize()
+    return ds
+
+
+def tensorboard_callback(logdir: Path):
+    """A :class:`TensorBoardCallback` that Ray Train accepts (``ray.train.UserCallback`` is mixed in lazily)."""
+    import ray.train
+
+    return type("TensorBoard", (TensorBoardCallback, ray.train.UserCallback), {})(logdir)
