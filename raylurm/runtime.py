@@ -53,7 +53,7 @@ def cluster_address(address: str | None = None) -> str | None:
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False, **kwargs):
     """Join the cluster at ``address``/``RAY_ADDRESS``, or start an isolated embedded local Ray."""
-    import ray
+    import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     if ray.is_initialized():
         return ray.get_runtime_context()

@@ -20,7 +20,9 @@ from typing import Sequence
 from raylurm import cli
 
 #: Subcommand -> module. A module provides ``HELP`` (one line), ``add_arguments(parser)`` and
-#: ``main(args) -> int``; registering a new benchmark is one line here.
+#: ``main(args) -> int``; registering a new benchmark is one line here. Building the parser imports
+#: every benchmark module, so each imports the stages it measures (Ray, torch, raylurm's pipeline)
+#: inside ``main``: ``--help`` stays instant and a child process loads only the engine it times.
 SUBCOMMANDS: dict[str, str] = {
     "boi": "raylurm.bench.boi",
     "train": "raylurm.bench.train",

@@ -32,8 +32,7 @@ SECTION = "## Serving (python -m raylurm.bench serve)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", nargs="+", default=["lurm", "atrank", "dss", "adaptssr"],
-                        help="methods to measure (current registry entries)")
+    parser.add_argument("--methods", nargs="+", help="methods to measure (default: every method; their current registry entries)")
     parser.add_argument("--registry", help="registry root (default: $RAYLURM_REGISTRY or $RAYLURM_HOME/registry)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads (requests in flight)")
     parser.add_argument("--requests", type=int, default=400, help="requests per (method, concurrency), at most")
@@ -134,12 +133,14 @@ def main(args: argparse.Namespace) -> int:
 
     from ray import serve
 
+    from raylurm.methods import METHODS
     from raylurm.registry import Registry
     from raylurm.runtime import init_ray
     from raylurm.serving.app import app_builder
     from raylurm.serving.model import ServedModel
     from raylurm.serving.schemas import ServeArgs
 
+    args.methods = args.methods or list(METHODS)
     machine = common.machine_info()
     registry = Registry(args.registry)
     served = {m: ServedModel(registry.current(m)) if registry.current(m) else None for m in args.methods}

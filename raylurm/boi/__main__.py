@@ -22,8 +22,8 @@ from typing import Sequence
 from raylurm import cli
 from raylurm.boi.build import BuildConfig, build, load_boi_manifest
 from raylurm.boi.embeddings import ItemEmbeddingConfig
-from raylurm.boi.pipeline import SCALES, UNKNOWN_ITEM_POLICIES, BoiConfig
-from raylurm.boi.vocabulary import ASSIGNMENTS, VocabularyConfig
+from raylurm.boi.pipeline import BoiConfig
+from raylurm.boi.vocabulary import VocabularyConfig
 from raylurm.data import datasets
 from raylurm.runtime import init_ray
 
@@ -36,11 +36,19 @@ def _utc_seconds(text: str) -> int:
     return int((moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp())
 
 
-def _scales(text: str) -> tuple[str, ...]:
-    scales = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not scales or set(scales) - set(SCALES):
-        raise argparse.ArgumentTypeError(f"scales are a comma-separated subset of {','.join(SCALES)}")
-    return scales
+# the config fields that are flags (field -> flag), and what differs from the field on the command line
+EMBEDDING_FLAGS = {"method": "--embedding", "dim": "--embedding-dim", "epochs": "--embedding-epochs",
+                   "window_days": "--window-days"}
+VOCABULARY_FLAGS = {"num_interests": "--num-interests", "assignment": "--assignment", "top_k": "--top-k"}
+BOI_FLAGS = {"scales": "--scales", "max_sequence_length": "--max-sequence-length",
+             "on_unknown_items": "--on-unknown-items", "since": "--since", "until": "--until",
+             "num_partitions": "--num-partitions", "concurrency": "--workers"}
+FLAG_EXTRA = {
+    "method": {"help": "text encoder (eq. 1-3) or co-occurrence SVD"},
+    "since": {"type": _utc_seconds, "help": "keep events at or after this UTC date"},
+    "until": {"type": _utc_seconds, "help": "keep events before this UTC date"},
+    "concurrency": {"help": "Ray Data workers per stage (default: autoscale)"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,24 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", required=True, help="prepared dataset directory or bundled name (ml-1m)")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     g = p.add_argument_group("item embeddings (§3.1.1)")
-    g.add_argument("--embedding", choices=["text", "cooccurrence"], default="text", help="text encoder (eq. 1-3) or co-occurrence SVD")
-    g.add_argument("--embedding-dim", type=int, default=ItemEmbeddingConfig.dim, help="embedding width")
-    g.add_argument("--embedding-epochs", type=int, default=ItemEmbeddingConfig.epochs, help="text encoder epochs")
-    g.add_argument("--window-days", type=float, default=ItemEmbeddingConfig.window_days, help="β: positive pairs are < β days apart")
+    cli.add_config_arguments(g, ItemEmbeddingConfig, EMBEDDING_FLAGS, rename=EMBEDDING_FLAGS, extra=FLAG_EXTRA)
     g.add_argument("--embeddings", help="reuse item embeddings from this directory instead of training")
     g = p.add_argument_group("interest vocabulary (§3.1.2)")
-    g.add_argument("--num-interests", type=int, default=None, help="D (default: items // 10, clipped to 8..100000)")
-    g.add_argument("--assignment", choices=ASSIGNMENTS, default="hard", help="one interest per item, or top-k weighted")
-    g.add_argument("--top-k", type=int, default=VocabularyConfig.top_k, help="interests per item for soft assignment")
+    cli.add_config_arguments(g, VocabularyConfig, VOCABULARY_FLAGS, rename=VOCABULARY_FLAGS, extra=FLAG_EXTRA)
     g.add_argument("--vocabulary", help="reuse this vocabulary directory (skips embeddings and clustering)")
     g = p.add_argument_group("BoI sequences (eq. 4)")
-    g.add_argument("--scales", type=_scales, default=SCALES, help="comma-separated: month,year")
-    g.add_argument("--max-sequence-length", type=int, default=BoiConfig.max_sequence_length, help="raw sequence cap (most recent)")
-    g.add_argument("--on-unknown-items", choices=UNKNOWN_ITEM_POLICIES, default="error", help="events whose item has no interest")
-    g.add_argument("--since", type=_utc_seconds, help="keep events at or after this UTC date")
-    g.add_argument("--until", type=_utc_seconds, help="keep events before this UTC date")
-    g.add_argument("--num-partitions", type=int, help="shuffle partitions (default: from data size and CPUs)")
-    g.add_argument("--workers", type=int, help="Ray Data workers per stage (default: autoscale)")
+    cli.add_config_arguments(g, BoiConfig, BOI_FLAGS, rename=BOI_FLAGS, extra=FLAG_EXTRA)
     g = p.add_argument_group("Ray")
     cli.add_ray_arguments(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -81,11 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args) -> BuildConfig:
     return BuildConfig(
-        embedding=ItemEmbeddingConfig(method=args.embedding, dim=args.embedding_dim, epochs=args.embedding_epochs,
-                                      window_days=args.window_days),
-        vocabulary=VocabularyConfig(num_interests=args.num_interests, assignment=args.assignment, top_k=args.top_k),
-        boi=BoiConfig(scales=args.scales, max_sequence_length=args.max_sequence_length, on_unknown_items=args.on_unknown_items,
-                      since=args.since, until=args.until, num_partitions=args.num_partitions, concurrency=args.workers),
+        embedding=cli.config_from_args(args, ItemEmbeddingConfig, EMBEDDING_FLAGS, rename=EMBEDDING_FLAGS),
+        vocabulary=cli.config_from_args(args, VocabularyConfig, VOCABULARY_FLAGS, rename=VOCABULARY_FLAGS),
+        boi=cli.config_from_args(args, BoiConfig, BOI_FLAGS, rename=BOI_FLAGS),
     )
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from raylurm.boi.embeddings import ItemEmbeddingConfig, ItemEmbeddings, train_item_embeddings
 from raylurm.boi.pipeline import BoiConfig, build_boi
 from raylurm.boi.vocabulary import Vocabulary, VocabularyConfig, build_vocabulary
+from raylurm.config import typed_config
 from raylurm.data.errors import DataError
 from raylurm.data.io import atomic_dir
 from raylurm.data.prepare import load_manifest
@@ -29,7 +30,7 @@ from raylurm.data.prepare import load_manifest
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class BuildConfig:
     embedding: ItemEmbeddingConfig = ItemEmbeddingConfig()
     vocabulary: VocabularyConfig = VocabularyConfig()

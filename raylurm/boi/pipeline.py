@@ -23,50 +23,55 @@ manifest's ``behaviors``), ``timestamps`` list<int64>; ``num_events`` and ``num_
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+from pydantic import Field, model_validator
 
 from raylurm.boi.vocabulary import Vocabulary
+from raylurm.config import typed_config
 from raylurm.data.errors import DataError
 from raylurm.data.prepare import load_manifest
 from raylurm.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 log = logging.getLogger(__name__)
 
-SCALES = ("month", "year")
-UNKNOWN_ITEM_POLICIES = ("error", "skip")
+Scale = Literal["month", "year"]
+SCALES = get_args(Scale)
+UnknownItemPolicy = Literal["error", "skip"]
+UNKNOWN_ITEM_POLICIES = get_args(UnknownItemPolicy)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class BoiConfig:
-    scales: tuple[str, ...] = SCALES  # which period scales to build
-    max_sequence_length: int = 200  # raw item/behaviour/time sequence: most recent events kept
-    sequences: bool = True  # also write the raw sequences (ATRank, DSS, AdaptSSR train on them)
-    on_unknown_items: str = "error"  # events whose item has no interest: "error" or "skip" (counted)
-    since: int | None = None  # keep events with timestamp >= since (UTC seconds)
-    until: int | None = None  # keep events with timestamp < until
-    num_partitions: int | None = None  # shuffle partitions; None = from data size and CPUs
-    concurrency: int | None = None  # Ray Data workers per stage; None = Ray's choice
+    scales: Annotated[tuple[Scale, ...], Field(min_length=1, description="which period scales to build")] = SCALES
+    max_sequence_length: Annotated[int, Field(
+        ge=1, description="raw item/behaviour/time sequence: most recent events kept")] = 200
+    sequences: Annotated[bool, Field(
+        description="also write the raw sequences (ATRank, DSS, AdaptSSR train on them)")] = True
+    on_unknown_items: Annotated[UnknownItemPolicy, Field(
+        description='events whose item has no interest: "error" or "skip" (counted)')] = "error"
+    since: Annotated[int | None, Field(description="keep events with timestamp >= since (UTC seconds)")] = None
+    until: Annotated[int | None, Field(description="keep events with timestamp < until (UTC seconds)")] = None
+    num_partitions: Annotated[int | None, Field(
+        ge=1, description="shuffle partitions (default: from data size and CPUs)")] = None
+    concurrency: Annotated[int | None, Field(
+        ge=1, description="Ray Data workers per stage (default: Ray's choice)")] = None
 
-    def __post_init__(self):
-        if not self.scales or set(self.scales) - set(SCALES):
-            raise ValueError(f"scales must be a non-empty subset of {SCALES}, got {self.scales}")
-        if self.on_unknown_items not in UNKNOWN_ITEM_POLICIES:
-            raise ValueError(f"on_unknown_items must be one of {UNKNOWN_ITEM_POLICIES}")
-        if self.max_sequence_length < 1:
-            raise ValueError("max_sequence_length must be >= 1")
+    @model_validator(mode="after")
+    def _rules(self) -> BoiConfig:
         lo, hi = self.since if self.since is not None else MIN_TIMESTAMP, self.until if self.until is not None else MAX_TIMESTAMP
-        if not MIN_TIMESTAMP <= lo < hi <= MAX_TIMESTAMP:
+        if not MIN_TIMESTAMP <= lo < hi <= MAX_TIMESTAMP:  # a DataError, as a bad time range in the data
             raise DataError(f"time range [{self.since}, {self.until}) is empty or outside 1970..2100 (UTC seconds)")
+        return self
 
 
 def period_index(timestamps: np.ndarray, scale: str) -> np.ndarray:
@@ -233,7 +238,7 @@ def build_boi(dataset_dir: str | os.PathLike, vocabulary: Vocabulary, users_dir:
     The caller owns atomicity (:func:`raylurm.boi.build.build` writes into a temporary directory).
     Returns the summary of :func:`summarize` plus the behaviour vocabulary.
     """
-    import ray
+    import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     dataset_dir = Path(dataset_dir)
     manifest = load_manifest(dataset_dir)
@@ -269,7 +274,7 @@ def _compute_strategies(concurrency: int | None, cpus: int):
     Mapper actors hold a CPU for their lifetime; at most ``cpus - 1`` of them, so the shuffle
     and reduce tasks always have a CPU (otherwise a 2-CPU node deadlocks).
     """
-    import ray
+    import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     most = max(1, cpus - 1)
     if concurrency is None:

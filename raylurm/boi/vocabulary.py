@@ -15,37 +15,38 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
+from raylurm.config import typed_config
 from raylurm.data.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
-ASSIGNMENTS = ("hard", "soft")
+Assignment = Literal["hard", "soft"]
+ASSIGNMENTS = get_args(Assignment)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class VocabularyConfig:
-    num_interests: int | None = None  # D; None = scaled to the catalogue: clip(items // 10, 8, 100_000)
-    assignment: str = "hard"  # "hard" (one interest per item) or "soft" (top_k weighted interests)
-    top_k: int = 3  # soft assignment: interests per item
-    soft_temperature: float = 0.05  # soft assignment: weights = softmax(cosine / soft_temperature)
-    sample_size: int = 1_000_000  # items sampled to train k-means (the paper samples ~10^6)
-    niter: int = 20  # k-means iterations
-    restarts: int = 1  # k-means runs from seeds seed, seed+1, ...; the best mean cosine to the centroids wins
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.assignment not in ASSIGNMENTS:
-            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
-        if self.num_interests is not None and self.num_interests < 1:
-            raise ValueError(f"num_interests must be >= 1, got {self.num_interests}")
-        if min(self.top_k, self.sample_size, self.niter, self.restarts) < 1 or self.soft_temperature <= 0:
-            raise ValueError("top_k, soft_temperature, sample_size, niter and restarts must be positive")
+    num_interests: Annotated[int | None, Field(
+        ge=1, description="D (default: items // 10, clipped to 8..100_000)")] = None
+    assignment: Annotated[Assignment, Field(
+        description='"hard" (one interest per item) or "soft" (top_k weighted interests)')] = "hard"
+    top_k: Annotated[int, Field(ge=1, description="soft assignment: interests per item")] = 3
+    soft_temperature: Annotated[float, Field(
+        gt=0.0, description="soft assignment: weights = softmax(cosine / soft_temperature)")] = 0.05
+    # the paper samples ~10^6
+    sample_size: Annotated[int, Field(ge=1, description="items sampled to train k-means")] = 1_000_000
+    niter: Annotated[int, Field(ge=1, description="k-means iterations")] = 20
+    restarts: Annotated[int, Field(ge=1, description=(
+        "k-means runs from seeds seed, seed+1, ...; the best mean cosine to the centroids wins"))] = 1
+    seed: Annotated[int, Field(description="k-means seed")] = 0
 
 
 def default_num_interests(num_items: int) -> int:

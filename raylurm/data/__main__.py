@@ -12,7 +12,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from raylurm.data import datasets
 from raylurm.data.io import atomic_dir
 from raylurm.data.prepare import RawSource, data_home, log_quarantine, prepare
 from raylurm.data.stats import dataset_stats, format_stats
+from raylurm.data.synth import SynthConfig, generate
 from raylurm.data.validate import POLICIES
 
 log = logging.getLogger("raylurm.data")
@@ -62,13 +62,9 @@ def _add_prepare(sub) -> None:
 
 
 def _add_synth(sub) -> None:
-    from raylurm.data.synth import SynthConfig
-
     p = sub.add_parser("synth", help="generate synthetic lifelong logs with drifting interests and labels",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(SynthConfig):
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata.get("help", f.name))
+    cli.add_config_arguments(p, SynthConfig)
     p.add_argument("--out", help="output directory (default: DATA_HOME/datasets/synth-u<users>-y<years>-s<seed>)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -97,9 +93,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from raylurm.data.synth import SynthConfig, generate
-
-    config = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
+    config = cli.config_from_args(args, SynthConfig)
     out = Path(args.out or datasets.default_dir(f"synth-u{config.users}-y{config.years}-s{config.seed}"))
     manifest = generate(config, out, progress=not (args.no_progress or args.quiet))
     log.info("wrote %s events for %s users to %s", f"{manifest['counts']['events']:,}", f"{manifest['counts']['users']:,}", out)

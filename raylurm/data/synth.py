@@ -42,19 +42,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
+from raylurm.config import typed_config
 from raylurm.data.io import atomic_dir
 from raylurm.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP, SCHEMA_VERSION, canonical_events_schema
 
@@ -93,40 +94,58 @@ TRUTH_SCHEMA = pa.schema(
 )
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A config field whose ``metadata["help"]`` is its one-line CLI help."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class SynthConfig:
     """Parameters of the synthetic generator (see the module docstring for the process).
 
-    Each field's one-line help is in ``dataclasses.fields(SynthConfig)[i].metadata["help"]``.
+    Each field's one-line help is its ``Field`` description (``python -m raylurm.data synth --help``).
     """
 
-    users: int = _opt(1000, "number of users (ids 0..users-1); each gets at least one event")
-    years: int = _opt(3, "length of the simulated period in years (12 calendar months each)")
-    seed: int = _opt(0, "random seed (>= 0); the same config gives byte-identical output")
-    items: int = _opt(5000, "number of items (ids 0..items-1); must be >= num_topics")
-    num_topics: int = _opt(50, "number of latent interest topics")
-    num_categories: int = _opt(10, "coarse item categories cat_0.. (topics grouped into them)")
-    events_per_user_month: float = _opt(4.0, "mean number of events per user per month")
-    drift: float = _opt(0.3, "yearly interest drift: (1-drift)*previous + drift*fresh mixture")
-    start: str = _opt("2015-01-01", "first month of the log (ISO date, truncated to its month)")
-    shard_events: int = _opt(5_000_000, "rows per events/part-NNNNN.parquet shard")
-    concentration: float = _opt(0.1, "Dirichlet concentration of user mixtures (small = peaky)")
-    activity_sigma: float = _opt(1.0, "sigma of the lognormal per-user activity rate (tail)")
-    zipf_exponent: float = _opt(1.0, "item popularity within a topic ~ (rank+1)**-zipf_exponent")
-    vocab_per_topic: int = _opt(30, "topic-specific words w{topic}_{k} per topic")
-    common_words: int = _opt(50, "shared words common_{k} used by all topics")
-    words_per_item: int = _opt(6, "number of words in each item's text")
-    common_word_prob: float = _opt(0.3, "probability that a text word is a shared common word")
-    second_category_prob: float = _opt(0.2, "probability that an item has a second category")
-    cart_prob: float = _opt(0.15, "share of 'cart' events")
-    buy_prob: float = _opt(0.05, "share of 'buy' events (the rest are 'click')")
-    label_strength: float = _opt(6.0, "gender logit = label_strength * w . first-year mixture")
-    age_temperature: float = _opt(0.2, "Gumbel noise scale in age_bucket = argmax(A.m + noise)")
+    users: Annotated[int, Field(
+        ge=1, description="number of users (ids 0..users-1); each gets at least one event")] = 1000
+    years: Annotated[int, Field(
+        ge=1, description="length of the simulated period in years (12 calendar months each)")] = 3
+    seed: Annotated[int, Field(ge=0, description="random seed (>= 0); the same config gives byte-identical output")] = 0
+    items: Annotated[int, Field(description="number of items (ids 0..items-1); must be >= num_topics")] = 5000
+    num_topics: Annotated[int, Field(ge=1, le=1 << 20, description="number of latent interest topics")] = 50
+    num_categories: Annotated[int, Field(
+        ge=1, description="coarse item categories cat_0.. (topics grouped into them)")] = 10
+    events_per_user_month: Annotated[float, Field(gt=0, description="mean number of events per user per month")] = 4.0
+    drift: Annotated[float, Field(
+        ge=0, le=1, description="yearly interest drift: (1-drift)*previous + drift*fresh mixture")] = 0.3
+    start: Annotated[str, Field(description="first month of the log (ISO date, truncated to its month)")] = "2015-01-01"
+    shard_events: Annotated[int, Field(ge=1, description="rows per events/part-NNNNN.parquet shard")] = 5_000_000
+    concentration: Annotated[float, Field(
+        gt=0, description="Dirichlet concentration of user mixtures (small = peaky)")] = 0.1
+    activity_sigma: Annotated[float, Field(
+        ge=0, description="sigma of the lognormal per-user activity rate (tail)")] = 1.0
+    zipf_exponent: Annotated[float, Field(
+        ge=0, description="item popularity within a topic ~ (rank+1)**-zipf_exponent")] = 1.0
+    vocab_per_topic: Annotated[int, Field(ge=1, description="topic-specific words w{topic}_{k} per topic")] = 30
+    common_words: Annotated[int, Field(ge=1, description="shared words common_{k} used by all topics")] = 50
+    words_per_item: Annotated[int, Field(ge=1, description="number of words in each item's text")] = 6
+    common_word_prob: Annotated[float, Field(
+        ge=0, le=1, description="probability that a text word is a shared common word")] = 0.3
+    second_category_prob: Annotated[float, Field(
+        ge=0, le=1, description="probability that an item has a second category")] = 0.2
+    cart_prob: Annotated[float, Field(ge=0, description="share of 'cart' events")] = 0.15
+    buy_prob: Annotated[float, Field(ge=0, description="share of 'buy' events (the rest are 'click')")] = 0.05
+    label_strength: Annotated[float, Field(
+        ge=0, description="gender logit = label_strength * w . first-year mixture")] = 6.0
+    age_temperature: Annotated[float, Field(
+        ge=0, description="Gumbel noise scale in age_bucket = argmax(A.m + noise)")] = 0.2
+
+    @model_validator(mode="after")
+    def _rules(self) -> SynthConfig:
+        if self.items < self.num_topics:
+            raise ValueError(f"items must be >= num_topics ({self.num_topics}), got {self.items}")
+        if self.num_categories > self.num_topics:
+            raise ValueError(f"num_categories must be in [1, num_topics ({self.num_topics})], "
+                             f"got {self.num_categories}")
+        if self.cart_prob + self.buy_prob > 1:
+            raise ValueError(f"cart_prob + buy_prob must be <= 1, got {self.cart_prob} + {self.buy_prob}")
+        _check_start(self.start, self.years)
+        return self
 
 
 # ----------------------------------------------------------------------------- validation
@@ -138,47 +157,10 @@ def _month_starts(start: str, months: int) -> np.ndarray:
     return (first + np.arange(months + 1)).astype("datetime64[s]").astype(np.int64)
 
 
-def _check_types(config: SynthConfig) -> None:
-    """Every field has its annotated type (an int is accepted for a float) and is finite."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        want = {"int": int, "float": (int, float), "str": str}[str(f.type)]
-        if isinstance(value, bool) or not isinstance(value, want):
-            raise ValueError(f"SynthConfig.{f.name} must be {f.type}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"SynthConfig.{f.name} must be finite, got {value!r}")
-
-
-def _rules(c: SynthConfig) -> list[tuple[str, bool, str]]:
-    """(field, holds, requirement) for every value constraint."""
-    return [
-        ("users", c.users >= 1, ">= 1"), ("years", c.years >= 1, ">= 1"),
-        ("seed", c.seed >= 0, ">= 0"), ("num_topics", 1 <= c.num_topics <= 1 << 20, "in [1, 2**20]"),
-        ("items", c.items >= c.num_topics, ">= num_topics"),
-        ("num_categories", 1 <= c.num_categories <= c.num_topics, "in [1, num_topics]"),
-        ("events_per_user_month", c.events_per_user_month > 0, "> 0"),
-        ("drift", 0 <= c.drift <= 1, "in [0, 1]"), ("shard_events", c.shard_events >= 1, ">= 1"),
-        ("concentration", c.concentration > 0, "> 0"), ("activity_sigma", c.activity_sigma >= 0, ">= 0"),
-        ("zipf_exponent", c.zipf_exponent >= 0, ">= 0"), ("vocab_per_topic", c.vocab_per_topic >= 1, ">= 1"),
-        ("common_words", c.common_words >= 1, ">= 1"), ("words_per_item", c.words_per_item >= 1, ">= 1"),
-        ("common_word_prob", 0 <= c.common_word_prob <= 1, "in [0, 1]"),
-        ("second_category_prob", 0 <= c.second_category_prob <= 1, "in [0, 1]"),
-        ("cart_prob", c.cart_prob >= 0, ">= 0"), ("buy_prob", c.buy_prob >= 0, ">= 0"),
-        ("cart_prob + buy_prob", c.cart_prob + c.buy_prob <= 1, "<= 1"),
-        ("label_strength", c.label_strength >= 0, ">= 0"),
-        ("age_temperature", c.age_temperature >= 0, ">= 0"),
-    ]
-
-
 def validate_config(config: SynthConfig) -> None:
-    """Raise ``ValueError`` naming the first invalid field of ``config``."""
-    _check_types(config)
-    c = config
-    for name, ok, what in _rules(c):
-        if not ok:
-            got = getattr(c, name) if hasattr(c, name) else f"{c.cart_prob} + {c.buy_prob}"
-            raise ValueError(f"SynthConfig.{name} must be {what}, got {got!r}")
-    _check_start(c.start, c.years)
+    """Raise ``ValueError`` naming the invalid fields of ``config`` (a ``SynthConfig`` checks itself when built;
+    this checks again one that was changed in place or built another way)."""
+    dataclasses.replace(config)
 
 
 def _check_start(start: str, years: int) -> None:
@@ -186,9 +168,9 @@ def _check_start(start: str, years: int) -> None:
     try:
         bounds = _month_starts(start, 12 * years)[[0, -1]]
     except ValueError as exc:
-        raise ValueError(f"SynthConfig.start must be an ISO date like 2015-01-01, got {start!r}") from exc
+        raise ValueError(f"start must be an ISO date like 2015-01-01, got {start!r}") from exc
     if bounds[0] < MIN_TIMESTAMP or bounds[1] > MAX_TIMESTAMP:
-        raise ValueError(f"SynthConfig.start={start!r} + years={years} leaves [1970, 2100)")
+        raise ValueError(f"start={start!r} + years={years} leaves [1970, 2100)")
 
 
 # ----------------------------------------------------------------------------- samplers

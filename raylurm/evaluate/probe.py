@@ -17,23 +17,28 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 
+from raylurm.config import typed_config
 
-@dataclasses.dataclass(frozen=True)
+
+@typed_config
 class ProbeConfig:
-    hidden_dim: int = 128  # AdaptSSR's probe is 64 wide; 128 gives the 1280-d LURM input a less narrow bottleneck
-    dropout: float = 0.2
-    lr: float = 1e-3
-    batch_size: int = 256
-    max_epochs: int = 40
-    patience: int = 5
-    weight_decays: tuple[float, ...] = (1e-5, 1e-3)  # the grid, chosen on validation
+    # AdaptSSR's probe is 64 wide; 128 gives the 1280-d LURM input a less narrow bottleneck
+    hidden_dim: Annotated[int, Field(ge=1, description="width of the probe's hidden layer")] = 128
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0, description="dropout after the hidden layer")] = 0.2
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    max_epochs: Annotated[int, Field(ge=1)] = 40
+    patience: Annotated[int, Field(ge=0, description="early stopping: epochs without improvement on validation")] = 5
+    weight_decays: Annotated[tuple[Annotated[float, Field(ge=0.0)], ...], Field(
+        min_length=1, description="the weight-decay grid, chosen on validation")] = (1e-5, 1e-3)
 
 
 class Features:

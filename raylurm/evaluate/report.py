@@ -117,7 +117,7 @@ def save_figure(fig, path: Path) -> None:
 
 def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
     """One grouped-bar PNG per task: metrics on the x axis, one bar per model (error bar = std over seeds)."""
-    import matplotlib
+    import matplotlib  # lazy: plotting is only needed when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -160,9 +160,9 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
 
 def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
     """Pretraining loss per step from each run's TensorBoard logs (one panel per method)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # lazy: TensorBoard
 
-    import matplotlib
+    import matplotlib  # lazy: plotting is only needed when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

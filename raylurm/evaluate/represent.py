@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from raylurm.train.batch import collate
+from raylurm.train.checkpoint import build_model, load_model, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,6 @@ class Encoder:
 
     def __init__(self, checkpoint: str, random_init_seed: int | None = None, score_paths: tuple[str, ...] = (),
                  score_users: list | None = None):
-        from raylurm.train.checkpoint import build_model, load_model, read_meta
-
         torch.set_num_threads(max(1, int(os.environ.get("RAYLURM_INFERENCE_THREADS", "1"))))
         if random_init_seed is None:
             self.model, meta = load_model(checkpoint)
@@ -99,7 +99,7 @@ def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_se
     ``parts`` maps a name to a BoI directory; ``score_parts`` names the parts that also need item
     scores, for ``score_users`` only when given (scoring every item is the expensive part).
     A part's ``scores`` rows are aligned with its users; users without scores get a row of NaN."""
-    import ray
+    import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     marker = {part: f"/{Path(boi).name}/users/" for part, boi in parts.items()}
     if len(set(marker.values())) != len(marker):
@@ -130,8 +130,6 @@ def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_se
 
 def raw_boi(boi_dir: Path) -> Representation:
     """Whole-history bag per user from the finest scale present: ``log1p(Σ_t expm1(b_t))`` — sparse (n, D)."""
-    import json
-
     manifest = json.loads((boi_dir / "manifest.json").read_text())
     scale = manifest["config"]["boi"]["scales"][0]
     table = pq.read_table(boi_dir / "users", columns=["user_id", f"{scale}_ids", f"{scale}_values"])
@@ -175,7 +173,7 @@ def item_popularity(dataset_dir: Path, index: dict) -> np.ndarray:
 
 def item_term_counts(dataset_dir: Path, index: dict) -> tuple[sp.csr_matrix, list[str]]:
     """Vocabulary-item × term counts of the items' text (scikit-learn's tokenizer, English stop words)."""
-    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.feature_extraction.text import CountVectorizer  # lazy: scikit-learn
 
     items = pq.read_table(dataset_dir / "items.parquet")
     text_of = dict(zip(items["item_id"].to_pylist(), items["text"].to_pylist() if "text" in items.column_names
@@ -187,7 +185,7 @@ def item_term_counts(dataset_dir: Path, index: dict) -> tuple[sp.csr_matrix, lis
 
 def tfidf(counts: sp.csr_matrix, item_terms: sp.csr_matrix, train_rows: np.ndarray) -> sp.csr_matrix:
     """TF-IDF of each user's concatenated item texts; IDF fitted on ``train_rows`` only; rows L2-normalised."""
-    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.feature_extraction.text import TfidfTransformer  # lazy: scikit-learn
 
     term_counts = (counts @ item_terms).tocsr()
     transformer = TfidfTransformer(sublinear_tf=True).fit(term_counts[train_rows])

@@ -39,13 +39,17 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from pydantic import Field
 
+from raylurm.boi.build import BuildConfig, build
+from raylurm.config import typed_config
 from raylurm.data.errors import DataError
 from raylurm.data.io import atomic_dir
 from raylurm.data.prepare import data_home, load_manifest
@@ -56,13 +60,10 @@ PARTS = ("pretrain", "history", "history_test", "before_cutoff")
 HOLDOUT = 2  # leave-one-out: validation + test event per user
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class SplitConfig:
-    cutoff_quantile: float = 0.9  # T = this quantile of all event times (category preference)
-
-    def __post_init__(self):
-        if not 0.0 < self.cutoff_quantile < 1.0:
-            raise ValueError(f"cutoff_quantile must be in (0, 1), got {self.cutoff_quantile}")
+    cutoff_quantile: Annotated[float, Field(
+        gt=0.0, lt=1.0, description="category-preference cutoff T as a quantile of all event times")] = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,8 +230,6 @@ def _write_future(dataset_dir: Path, after: pa.Table, path: Path) -> None:
 
 def _build_bois(root: Path, build_config=None) -> None:
     """BoI of every part: the pretraining part learns embeddings and vocabulary, the others reuse them."""
-    from raylurm.boi.build import BuildConfig, build
-
     config = build_config or BuildConfig()
     build(root / "datasets" / "pretrain", root / "boi" / "pretrain", config)
     skip = dataclasses.replace(config, boi=dataclasses.replace(config.boi, on_unknown_items="skip"))

@@ -30,13 +30,16 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from pydantic import Field, model_validator
 
+from raylurm.config import typed_config
 from raylurm.evaluate import metrics, probe
+from raylurm.evaluate.probe import ProbeConfig  # by name: the field ``probe`` hides the module in the class body
 from raylurm.evaluate.represent import Representation, item_counts, item_index, item_popularity, item_term_counts, tfidf
 from raylurm.evaluate.split import Split
 
@@ -46,19 +49,25 @@ TASK_PARTS = {"profiling": "history", "category": "before_cutoff", "next_item": 
 MAX_LABEL_VALUES = 50
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class EvalConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    negatives: int = 100
-    probe: probe.ProbeConfig = probe.ProbeConfig()
-    tasks: tuple[str, ...] = ("profiling", "category", "next_item")
+    seeds: Annotated[tuple[int, ...], Field(description="probe seeds: each draws its own user cut and probe")] = (
+        0, 1, 2)
+    fractions: Annotated[tuple[float, float, float], Field(
+        description="probe-train / validation / test shares of the users")] = (0.6, 0.2, 0.2)
+    negatives: Annotated[int, Field(ge=1, description="next item: popularity-sampled negatives per target")] = 100
+    probe: ProbeConfig = ProbeConfig()
+    tasks: Annotated[tuple[str, ...], Field(description="a subset of profiling, category, next_item")] = (
+        "profiling", "category", "next_item")
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _rules(self) -> EvalConfig:
         if len(self.seeds) < 1 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
-            raise ValueError("need >= 1 seed and three positive fractions summing to 1")
+            raise ValueError(f"need >= 1 seed and three positive fractions summing to 1, got seeds={self.seeds}, "
+                             f"fractions={self.fractions}")
         if set(self.tasks) - set(TASK_PARTS):
-            raise ValueError(f"tasks must be a subset of {sorted(TASK_PARTS)}")
+            raise ValueError(f"tasks must be a subset of {sorted(TASK_PARTS)}, got {self.tasks}")
+        return self
 
 
 def assign(num_users: int, seed: int, fractions=(0.6, 0.2, 0.2)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,56 +18,62 @@ maximum length keep their most recent events.
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
+from raylurm.config import typed_config
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 from raylurm.losses.mpr import LAMBDA_MODES, adaptive_lambda, mpr_loss, resolve_lambda
 
-AUGMENTATIONS = ("mask", "crop", "reorder")
+Augmentation = Literal["mask", "crop", "reorder"]
+AUGMENTATIONS = get_args(Augmentation)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class AdaptSSRConfig:
-    dim: int = 64  # embedding / hidden size (code: emb_dim 64)
-    num_layers: int = 2  # Transformer layers (code: n_layers 2)
-    num_heads: int = 2  # attention heads (code: n_heads 2)
-    dropout: float = 0.1  # Transformer dropout, also the implicit augmentation (code: trm_dropout 0.1)
-    max_length: int = 150  # most recent events kept; capped by DataInfo.max_sequence_length (code: max_len 150)
-    augmentations: tuple[str, ...] = AUGMENTATIONS  # explicit augmentations each view draws from (paper)
-    mask_ratio: float = 0.6  # fraction of events replaced by [MASK] (code: mask_ratio 0.6)
-    crop_ratio: float = 0.4  # fraction kept by crop, one contiguous piece (code: crop_ratio 0.4)
-    reorder_ratio: float = 0.6  # length of the shuffled contiguous span (code: reorder_ratio 0.6)
-    lambda_mode: str = "per_sample"  # per-sample λ_i (paper); "batch_mean" (code) or "fixed"
-    fixed_lambda: float = 0.5  # λ when lambda_mode == "fixed" (the paper's constant-λ ablation; value ours)
-    behavior_embedding: bool = True  # add a behaviour-type embedding when the data has > 1 type (ours)
-    lr: float = 2e-4  # Adam learning rate (code: lr 2e-4)
-    batch_size: int = 128  # sequences per step (code: batch_size 128)
+    dim: Annotated[int, Field(ge=1, description="embedding / hidden size")] = 64  # code: emb_dim 64
+    num_layers: Annotated[int, Field(ge=1, description="Transformer layers")] = 2  # code: n_layers 2
+    num_heads: Annotated[int, Field(ge=1, description="attention heads; must divide dim")] = 2  # code: n_heads 2
+    # code: trm_dropout 0.1
+    dropout: Annotated[float, Field(
+        ge=0.0, lt=1.0, description="Transformer dropout, also the implicit augmentation")] = 0.1
+    # code: max_len 150
+    max_length: Annotated[int, Field(
+        ge=1, description="most recent events kept; capped by DataInfo.max_sequence_length")] = 150
+    # paper
+    augmentations: Annotated[tuple[Augmentation, ...], Field(
+        min_length=1, description="explicit augmentations each view draws from (no repeats)")] = AUGMENTATIONS
+    # code: mask_ratio 0.6
+    mask_ratio: Annotated[float, Field(gt=0.0, le=1.0, description="fraction of events replaced by [MASK]")] = 0.6
+    # code: crop_ratio 0.4
+    crop_ratio: Annotated[float, Field(gt=0.0, le=1.0, description="fraction kept by crop, one contiguous piece")] = 0.4
+    # code: reorder_ratio 0.6
+    reorder_ratio: Annotated[float, Field(gt=0.0, le=1.0, description="length of the shuffled contiguous span")] = 0.6
+    # per-sample λ_i (paper); "batch_mean" (code) or "fixed"
+    lambda_mode: Annotated[str, Field(description=f"one of {', '.join(LAMBDA_MODES)}")] = "per_sample"
+    # the paper's constant-λ ablation; value ours
+    fixed_lambda: Annotated[float, Field(ge=0.0, le=1.0, description='λ when lambda_mode == "fixed"')] = 0.5
+    # ours
+    behavior_embedding: Annotated[bool, Field(
+        description="add a behaviour-type embedding when the data has > 1 type")] = True
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 2e-4  # code: lr 2e-4
+    batch_size: Annotated[int, Field(
+        ge=2, description="sequences per step (>= 2: the other users are the negatives)")] = 128  # code: batch_size 128
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        _check(self.dim > 0 and self.num_layers > 0 and self.num_heads > 0, "dim, num_layers, num_heads must be > 0")
-        _check(self.dim % self.num_heads == 0, f"dim {self.dim} must be divisible by num_heads {self.num_heads}")
-        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.max_length >= 1, f"max_length must be >= 1, got {self.max_length}")
-        _check(len(self.augmentations) > 0 and len(set(self.augmentations)) == len(self.augmentations)
-               and set(self.augmentations) <= set(AUGMENTATIONS),
-               f"augmentations must be a non-empty subset of {AUGMENTATIONS} without repeats, got {self.augmentations}")
-        for name in ("mask_ratio", "crop_ratio", "reorder_ratio"):
-            _check(0 < getattr(self, name) <= 1, f"{name} must be in (0, 1], got {getattr(self, name)}")
-        _check(self.lambda_mode in LAMBDA_MODES, f"lambda_mode must be one of {LAMBDA_MODES}, got {self.lambda_mode!r}")
-        _check(0 <= self.fixed_lambda <= 1, f"fixed_lambda must be in [0, 1], got {self.fixed_lambda}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(self.batch_size >= 2, f"batch_size must be >= 2 (other users are the negatives), got {self.batch_size}")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+    @model_validator(mode="after")
+    def _rules(self) -> AdaptSSRConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if len(set(self.augmentations)) < len(self.augmentations):
+            raise ValueError(f"augmentations must not repeat, got {self.augmentations}")
+        if self.lambda_mode not in LAMBDA_MODES:
+            raise ValueError(f"lambda_mode must be one of {LAMBDA_MODES}, got {self.lambda_mode!r}")
+        return self
 
 
 # ---------------------------------------------------------------- explicit augmentations (padded, vectorised)

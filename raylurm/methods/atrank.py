@@ -19,14 +19,15 @@ Pipeline for one user with events ``(item x_l, behaviour a_l, time t_l)``, l = 1
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-from typing import Iterator
+from typing import Annotated, Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from raylurm.config import typed_config
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
@@ -35,42 +36,44 @@ from raylurm.losses.sampled_softmax import sampled_softmax
 TIME_THRESHOLDS_DAYS = tuple(2**k for k in range(1, 13))  # 2, 4, ..., 4096 days (code) -> 13 buckets
 SECONDS_PER_DAY = 86_400
 SCORE_CHUNK = 512  # candidates scored at once by score_items (memory bound only)
-LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}
-NEGATIVES = ("sampled", "in_batch")
+Loss = Literal["sigmoid", "softmax"]
+LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}  # one per Loss
+Negatives = Literal["sampled", "in_batch"]
+NEGATIVES = get_args(Negatives)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class ATRankConfig:
-    item_dim: int = 64  # item embedding width (code)
-    category_dim: int = 64  # category embedding width (code); [item; category] is the behaviour encoding
-    hidden_dim: int = 128  # shared space after the per-group projections (code)
-    num_spaces: int = 8  # K semantic spaces = attention heads (code)
-    num_blocks: int = 1  # self-attention blocks (code: one)
-    ffn_dim: int = 512  # feed-forward width: 4 x hidden, Transformer convention (a choice)
-    dropout: float = 0.1  # on embeddings and residual branches (a choice, Transformer default)
-    loss: str = "sigmoid"  # "sigmoid": point-wise sigmoid CE (code); "softmax": sampled softmax
-    negatives: str = "sampled"  # "sampled": uniform over the catalogue (code); "in_batch": others' targets
-    num_sampled: int = 1  # negatives per positive with negatives="sampled" (code: one)
-    behavior_weight: float = 1.0  # weight of the next-behaviour-type cross-entropy (a choice: equal tasks)
-    lr: float = 1e-3  # Adam learning rate (a choice, project-wide Adam default)
-    batch_size: int = 128  # users per step (a choice, as the other sequence methods)
+    item_dim: Annotated[int, Field(ge=1, description="item embedding width")] = 64  # (code)
+    # (code); [item; category] is the behaviour encoding
+    category_dim: Annotated[int, Field(ge=1, description="category embedding width")] = 64
+    hidden_dim: Annotated[int, Field(ge=1, description="shared space after the per-group projections")] = 128  # (code)
+    num_spaces: Annotated[int, Field(ge=1, description="K semantic spaces = attention heads")] = 8  # (code)
+    num_blocks: Annotated[int, Field(ge=1, description="self-attention blocks")] = 1  # (code: one)
+    # 4 x hidden, Transformer convention (a choice)
+    ffn_dim: Annotated[int, Field(ge=1, description="feed-forward width")] = 512
+    # a choice, Transformer default
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0, description="dropout on embeddings and residual branches")] = 0.1
+    # "sigmoid" (code)
+    loss: Annotated[Loss, Field(
+        description='"sigmoid": point-wise sigmoid cross-entropy; "softmax": sampled softmax')] = "sigmoid"
+    # "sampled" (code)
+    negatives: Annotated[Negatives, Field(
+        description='"sampled": uniform over the catalogue; "in_batch": the other users\' targets')] = "sampled"
+    # (code: one)
+    num_sampled: Annotated[int, Field(ge=1, description='negatives per positive with negatives="sampled"')] = 1
+    # a choice: equal tasks
+    behavior_weight: Annotated[float, Field(
+        ge=0.0, description="weight of the next-behaviour-type cross-entropy")] = 1.0
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # a choice, project-wide Adam default
+    # a choice, as the other sequence methods
+    batch_size: Annotated[int, Field(ge=1, description="users per step")] = 128
 
-    def __post_init__(self) -> None:
-        positive = ("item_dim", "category_dim", "hidden_dim", "num_spaces", "num_blocks", "ffn_dim",
-                    "num_sampled", "batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _rules(self) -> ATRankConfig:
         if self.hidden_dim % self.num_spaces:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_spaces ({self.num_spaces})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if self.negatives not in NEGATIVES:
-            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
-        if self.behavior_weight < 0 or self.lr <= 0:
-            raise ValueError(f"behavior_weight must be >= 0 and lr > 0, got {self.behavior_weight}, {self.lr}")
+        return self
 
 
 def time_buckets(timestamps: Tensor, prediction_time: Tensor) -> Tensor:

@@ -14,47 +14,44 @@ never lets a real position see padding.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
+from raylurm.config import typed_config
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class DSSConfig:
-    hidden_dim: int = 64  # D; (code) 64, paper searches {50, 64, 100, 128}
-    num_layers: int = 2  # SASRec self-attention blocks; (code) 2
-    num_heads: int = 1  # paper §5.4: the single-head SASRec
-    dropout: float = 0.2  # SASRec's ML-1M value; the paper tunes it by random search
-    num_intentions: int = 4  # K latent intentions; (code) 4, paper {1, 2, 4, 8}
-    selection_fraction: float = 0.5  # λ, share of (u, t, k) seq2seq terms kept (eq. 4); (code) 0.5; 0 = seq2item
-    seq2seq_weight: float = 1.0  # weight of the MEAN selected seq2seq term (the paper's sum/sum ratio is λ·K)
-    max_length: int | None = None  # positions encoded; None = info.max_sequence_length (paper: 200 ML, 50 Amazon)
-    lr: float = 1e-3  # Adam, paper §5.4
-    batch_size: int = 128  # paper §5.4
+    # (code) 64, paper searches {50, 64, 100, 128}
+    hidden_dim: Annotated[int, Field(ge=1, description="D, the width of the item embeddings and of every block")] = 64
+    num_layers: Annotated[int, Field(ge=1, description="SASRec self-attention blocks")] = 2  # (code) 2
+    # paper §5.4: the single-head SASRec
+    num_heads: Annotated[int, Field(ge=1, description="attention heads; must divide hidden_dim")] = 1
+    # SASRec's ML-1M value; the paper tunes it by random search
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0, description="dropout in the embeddings and every block")] = 0.2
+    num_intentions: Annotated[int, Field(ge=1, description="K latent intentions")] = 4  # (code) 4, paper {1, 2, 4, 8}
+    selection_fraction: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "λ, share of (u, t, k) seq2seq terms kept (eq. 4); 0 = seq2item only"))] = 0.5  # (code) 0.5
+    seq2seq_weight: Annotated[float, Field(ge=0.0, description=(
+        "weight of the MEAN selected seq2seq term (the paper's sum/sum ratio is λ·K)"))] = 1.0
+    max_length: Annotated[int | None, Field(ge=1, description=(
+        "positions encoded (default: info.max_sequence_length)"))] = None  # paper: 200 ML, 50 Amazon
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # paper §5.4
+    batch_size: Annotated[int, Field(ge=1, description="users per step")] = 128  # paper §5.4
 
-    def __post_init__(self) -> None:
-        checks = {
-            "hidden_dim must be >= 1": self.hidden_dim >= 1,
-            "num_layers must be >= 1": self.num_layers >= 1,
-            "num_heads must divide hidden_dim": self.num_heads >= 1 and self.hidden_dim % self.num_heads == 0,
-            "dropout must be in [0, 1)": 0.0 <= self.dropout < 1.0,
-            "num_intentions must be >= 1": self.num_intentions >= 1,
-            "selection_fraction must be in [0, 1]": 0.0 <= self.selection_fraction <= 1.0,
-            "seq2seq_weight must be >= 0": self.seq2seq_weight >= 0.0,
-            "max_length must be None or >= 1": self.max_length is None or self.max_length >= 1,
-            "lr must be > 0": self.lr > 0.0,
-            "batch_size must be >= 1": self.batch_size >= 1,
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError(f"invalid DSSConfig: {'; '.join(failed)} (got {self})")
+    @model_validator(mode="after")
+    def _rules(self) -> DSSConfig:
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_dim ({self.hidden_dim})")
+        return self
 
 
 class CausalSelfAttention(nn.Module):

@@ -13,46 +13,41 @@ The multi-anchor module and the GRU are shared by the two scales (§3.2.3, "para
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from raylurm.config import typed_config
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad
 from raylurm.encoders import MultiAnchorBoI
 from raylurm.losses import info_nce
 
-SCALES = {"both": ("month", "year"), "month": ("month",), "year": ("year",)}
+Scales = Literal["both", "month", "year"]
+SCALES = {"both": ("month", "year"), "month": ("month",), "year": ("year",)}  # one per Scales
 _FAR = 2 ** 40  # a window bound that keeps every period (months since 1970)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class LURMConfig:
-    num_anchors: int = 10  # M, anchors of the multi-anchor module (§4.4)
-    hidden_dim: int = 128  # H, width of W^e, of each anchor's vector and of the GRU (§4.4)
-    scales: str = "both"  # "both" = month + year joined by the eq. 7 switch (§4.4); "month"/"year" = Table 4 ablations
-    temperature: float = 0.1  # τ of the contrastive loss (§4.4)
-    min_window_fraction: float = 0.5  # shortest positive window, as a fraction of the user's span (not in the paper)
-    lr: float = 1e-3  # Adam learning rate (§4.4)
-    batch_size: int = 256  # users per batch (§4.4)
-
-    def __post_init__(self):
-        if self.num_anchors < 1 or self.hidden_dim < 1:
-            raise ValueError(f"num_anchors and hidden_dim must be >= 1, got {self.num_anchors}, {self.hidden_dim}")
-        if self.scales not in SCALES:
-            raise ValueError(f"scales must be one of {sorted(SCALES)}, got {self.scales!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.min_window_fraction <= 1:
-            raise ValueError(f"min_window_fraction must be in (0, 1], got {self.min_window_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (other users are the negatives), got {self.batch_size}")
+    num_anchors: Annotated[int, Field(ge=1, description="M, anchors of the multi-anchor module")] = 10  # §4.4
+    hidden_dim: Annotated[int, Field(
+        ge=1, description="H, width of W^e, of each anchor's vector and of the GRU")] = 128  # §4.4
+    # "both" (§4.4); "month"/"year" = Table 4 ablations
+    scales: Annotated[Scales, Field(
+        description='"both" = month + year joined by the eq. 7 switch; "month" or "year" alone')] = "both"
+    temperature: Annotated[float, Field(gt=0.0, description="τ of the contrastive loss")] = 0.1  # §4.4
+    # not in the paper
+    min_window_fraction: Annotated[float, Field(
+        gt=0.0, le=1.0, description="shortest positive window, as a fraction of the user's span")] = 0.5
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # §4.4
+    batch_size: Annotated[int, Field(
+        ge=2, description="users per batch (>= 2: the other users are the negatives)")] = 256  # §4.4
 
 
 # ---------------------------------------------------------------------------------------------

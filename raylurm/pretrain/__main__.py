@@ -34,25 +34,21 @@ from raylurm.train.fit import DEFAULT_DATA, fit, resolve_boi, resolve_dataset
 
 log = logging.getLogger("raylurm.pretrain")
 
+#: the TrainConfig fields that are flags (``--num-workers``...), besides ``--method``
+TRAIN_FLAGS = ("epochs", "num_workers", "use_gpu", "batch_size", "lr", "seed", "max_steps_per_epoch", "max_failures")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raylurm.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_arguments(p)
-    defaults = TrainConfig()
-    p.add_argument("--method", default=defaults.method, choices=list(METHODS), help="method to pretrain")
+    cli.add_config_arguments(p, TrainConfig, ["method"], extra={"method": {"choices": list(METHODS)}})
     p.add_argument("--data", default=DEFAULT_DATA, help="BoI directory or bundled dataset name (default: ml-1m)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs (default: %(default)s)")
-    p.add_argument("--num-workers", type=int, default=defaults.num_workers, help="Ray Train workers (default: %(default)s)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
-    p.add_argument("--batch-size", type=int, help="per-worker batch size (default: the method's paper default)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the method's paper default)")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
-    p.add_argument("--max-failures", type=int, default=defaults.max_failures, help="worker-group restarts (default: %(default)s)")
+    cli.add_config_arguments(p, TrainConfig, TRAIN_FLAGS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option, e.g. --set num_anchors=4 (repeatable)")
-    p.add_argument("--list-options", action="store_true", help="print the method's options and defaults, then exit")
+    p.add_argument("--list-options", action="store_true",
+                   help="print the method's options (--set KEY=VALUE) and their defaults as JSON, then exit")
     p.add_argument("--split", action="store_true",
                    help="pretrain on the evaluation split's pretraining part only (no held-out event; see raylurm.evaluate); "
                         "the checkpoint records the split")
@@ -69,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_options:
         print(json.dumps(to_dict(METHODS[args.method].Config()), indent=2))
         return 0
-    train = TrainConfig(method=args.method, epochs=args.epochs, num_workers=args.num_workers, use_gpu=args.use_gpu,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_failures=args.max_failures,
-                        max_steps_per_epoch=args.max_steps_per_epoch)
+    train = cli.config_from_args(args, TrainConfig, ("method", *TRAIN_FLAGS))  # a bad value fails here, before Ray
     apply_overrides(METHODS[args.method].Config(), args.overrides)  # fail fast on typos, before Ray starts
     init_ray(args.address, num_cpus=args.num_cpus)
     split = None

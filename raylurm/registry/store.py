@@ -128,7 +128,7 @@ class Registry:
 def _fetch(checkpoint: str, into: Path) -> None:
     """The serving files of a checkpoint directory (local, or a URI via Ray's storage layer)."""
     if "://" in checkpoint:
-        import ray.train
+        import ray.train  # lazy: only remote (URI) checkpoints need Ray
 
         ray.train.Checkpoint(checkpoint).to_directory(str(into))
         (into / "optimizer.pt").unlink(missing_ok=True)

@@ -51,7 +51,9 @@ def build_model(meta: dict) -> torch.nn.Module:
 
 
 def _tuples(cls: type, values: dict) -> dict:
-    """JSON turns tuples into lists; give tuple-typed fields their tuples back."""
+    """JSON turns tuples into lists; give tuple-typed fields their tuples back.
+
+    A ``typed_config`` takes the lists itself; this is for a method whose ``Config`` is a plain dataclass."""
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     return {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v for k, v in values.items()}
 

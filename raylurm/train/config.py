@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Annotated
+
+from pydantic import Field
+
+from raylurm.config import typed_config
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class TrainConfig:
-    method: str = "lurm"  # lurm | atrank | dss | adaptssr
-    epochs: int = 5
-    num_workers: int = 2  # Ray Train workers (DDP ranks)
-    use_gpu: bool = False
-    batch_size: int | None = None  # per worker; None = the method's paper default
-    lr: float | None = None  # None = the method's paper default
-    seed: int = 0
-    max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
-    keep_checkpoints: int = 2
-    max_steps_per_epoch: int | None = None  # cap (smoke tests, benchmarks)
-    fault_step: int | None = None  # fault injection for tests: rank 1 SIGKILLs itself once at this global step
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.num_workers < 1 or self.max_failures < 0:
-            raise ValueError("epochs and num_workers must be >= 1, max_failures >= 0")
+    method: Annotated[str, Field(description="method to pretrain")] = "lurm"
+    epochs: Annotated[int, Field(ge=1, description="epochs")] = 5
+    num_workers: Annotated[int, Field(ge=1, description="Ray Train workers (DDP ranks)")] = 2
+    use_gpu: Annotated[bool, Field(description="one GPU per worker (NCCL)")] = False
+    batch_size: Annotated[int | None, Field(
+        ge=1, description="per-worker batch size (default: the method's paper default)")] = None
+    lr: Annotated[float | None, Field(gt=0, description="learning rate (default: the method's paper default)")] = None
+    seed: Annotated[int, Field(description="random seed")] = 0
+    max_failures: Annotated[int, Field(
+        ge=0, description="worker-group restarts from the last checkpoint before giving up")] = 2
+    keep_checkpoints: Annotated[int | None, Field(
+        ge=1, description="checkpoints kept per run, the latest ones (None: every epoch's; sweeps prune afterwards)")] = 2
+    max_steps_per_epoch: Annotated[int | None, Field(
+        ge=1, description="cap on steps per epoch (smoke tests, benchmarks)")] = None
+    fault_step: Annotated[int | None, Field(
+        ge=0, description="fault injection for tests: rank 1 SIGKILLs itself once at this global step")] = None

@@ -60,7 +60,7 @@ class TensorBoardCallback:
         self._writer = None
 
     def after_report(self, run_context, metrics, checkpoint):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard loads only in the controller
 
         self._writer = self._writer or SummaryWriter(self.logdir)
         first = metrics[0]
@@ -107,7 +107,7 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
 
 def _dataset(boi_dir: Path, num_workers: int):
     """BoI rows as a Ray Dataset; materialised first when the trainers would leave no CPU for streaming reads."""
-    import ray
+    import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     ds = ray.data.read_parquet(str(boi_dir / "users"))
     if ray.cluster_resources().get("CPU", 0) - num_workers < 1:
@@ -118,6 +118,6 @@ def _dataset(boi_dir: Path, num_workers: int):
 
 def tensorboard_callback(logdir: Path):
     """A :class:`TensorBoardCallback` that Ray Train accepts (``ray.train.UserCallback`` is mixed in lazily)."""
-    import ray.train
+    import ray.train  # lazy: Ray's import costs seconds; only runs that use it pay
 
     return type("TensorBoard", (TensorBoardCallback, ray.train.UserCallback), {})(logdir)

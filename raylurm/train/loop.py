@@ -27,6 +27,7 @@ import torch
 
 from raylurm.config import from_dict, to_dict
 from raylurm.methods import METHODS
+from raylurm.ray_internals import PLACEMENT_GROUP_KEY, current_placement_group_id
 from raylurm.train import checkpoint as ckpt
 from raylurm.train.batch import DataInfo, collate
 from raylurm.train.config import TrainConfig
@@ -56,9 +57,8 @@ def build(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, DataInfo]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    import ray.train
+    import ray.train  # lazy: runs on Ray Train workers; importing the loop stays cheap
     import ray.train.torch
-    import ray.util
 
     train = TrainConfig(**config["train"])
     context = ray.train.get_context()
@@ -86,8 +86,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise ValueError(f"epoch {epoch + 1} had no full batch of {batch_size} users on rank {rank}: "
                              f"lower --batch-size (the data has too few users for {context.get_world_size()} worker(s))")
         metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
-        if rank == 0 and (group := ray.util.get_current_placement_group()) is not None:
-            metrics["placement_group"] = group.id.hex()  # lets a Tune driver free the workers of a stopped trial
+        if rank == 0 and (group := current_placement_group_id()) is not None:
+            metrics[PLACEMENT_GROUP_KEY] = group  # lets a Tune driver free the workers of a stopped trial
         _report(model, optimizer, metrics, rank, ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step,
                                                                train=to_dict(train), split=config.get("split")))
 
@@ -111,7 +111,7 @@ def _epoch_metrics(epoch: int, step: int, losses: list[float], started: float, b
 
 def _restore(model: torch.nn.Module) -> dict:
     """Weights and counters from the checkpoint Ray Train hands back after a restart (or none)."""
-    import ray.train
+    import ray.train  # lazy: Ray's import costs seconds; only runs that use it pay
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -126,7 +126,7 @@ def _restore(model: torch.nn.Module) -> dict:
 
 def _report(model, optimizer, metrics: dict, rank: int, meta: dict) -> None:
     """Every rank reports once per epoch; rank 0 attaches the checkpoint."""
-    import ray.train
+    import ray.train  # lazy: Ray's import costs seconds; only runs that use it pay
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None

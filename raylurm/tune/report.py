@@ -183,7 +183,7 @@ def _varied(group: list[Trial]) -> list[str]:
 
 
 def plots(trials: dict[str, list[Trial]], findings: list[dict], out: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # lazy: plotting is only needed when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

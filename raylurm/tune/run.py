@@ -29,10 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
+import ray.data
+import ray.train
 from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.sample import Categorical, Float, Integer
 
 from raylurm.config import to_dict
 from raylurm.data.io import atomic_file
+from raylurm.ray_internals import ReleaseStoppedTrials  # also under this name: pickled experiments refer to it
 from raylurm.train.batch import DataInfo
 from raylurm.train.config import TrainConfig
 from raylurm.train.fit import tensorboard_callback
@@ -63,9 +70,6 @@ class Setup:
 def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
     """The function trainable: one Ray Train run of ``setup.method`` with the sampled ``config`` on ``dataset``
     (the BoI rows, materialised once per sweep by :func:`run_sweep`)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     train = TrainConfig(method=setup.method, **setup.train)
     model_config = sweeps.method_config(setup.method, config)
     info = DataInfo.from_boi(Path(setup.boi))
@@ -98,50 +102,9 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts]) if "://" in base else str(Path(base, *parts))
 
 
-class ReleaseStoppedTrials:
-    """Frees the Ray Train workers of trials that Tune stopped (ASHA, or the last epoch) before ``fit`` returned.
-
-    Ray Train V2 creates each run's worker placement group from its controller, scoped to the job; when Tune
-    kills a trial's function actor the controller dies with it and the group stays reserved. Ray's own
-    cleaner needs the dashboard's state API and one Ray instance per machine; this does not: every epoch's
-    result names the group (``placement_group``, reported by rank 0), and once a finished trial's group is
-    idle (no worker left in it) it is removed. Measured without it: the next trials wait for CPUs forever.
-    """
-
-    def __init__(self):
-        self.pending: dict[str, float] = {}  # placement group id -> when its trial ended
-        self.checked = 0.0
-
-    def trial_ended(self, trial) -> None:
-        group = (trial.last_result or {}).get("placement_group")
-        if group:
-            self.pending[group] = time.monotonic()
-
-    def release(self, force_after_s: float | None = None) -> None:
-        import ray
-        from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-        if not self.pending:
-            return
-        table = ray.util.placement_group_table()
-        available = ray.available_resources()
-        for group, ended in list(self.pending.items()):
-            state = table.get(group, {}).get("state")
-            if state in (None, "REMOVED"):
-                del self.pending[group]
-                continue
-            bundles = table[group].get("bundles", {})
-            need = sum(b.get("CPU", 0.0) for b in bundles.values())
-            idle = available.get(f"CPU_group_{group}", 0.0) >= need - 1e-6
-            if idle or (force_after_s is not None and time.monotonic() - ended > force_after_s):
-                log.info("freeing the workers of a stopped trial (placement group %s)", group[:12])
-                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
-                del self.pending[group]
-
-
-
 class ReleaseCallback(tune.Callback):
-    """The Tune side of :class:`ReleaseStoppedTrials` (pickled with the experiment, so restores keep it)."""
+    """The Tune side of :class:`~raylurm.ray_internals.ReleaseStoppedTrials` (pickled with the experiment, so
+    restores keep it)."""
 
     def __init__(self):
         self.releaser = ReleaseStoppedTrials()
@@ -166,8 +129,6 @@ class ReleaseCallback(tune.Callback):
 
 def concurrency(num_workers: int, use_gpu: bool, cap: int | None = None) -> int:
     """Trials that fit side by side in the cluster's resources: CPUs (or GPUs) / workers per trial."""
-    import ray
-
     resources = ray.cluster_resources()
     slots = int(resources.get("GPU", 0) // num_workers) if use_gpu else int(resources.get("CPU", 1) // num_workers)
     slots = max(1, slots)
@@ -175,8 +136,6 @@ def concurrency(num_workers: int, use_gpu: bool, cap: int | None = None) -> int:
 
 
 def scheduler(search: dict[str, Any], max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(search.get("grace_period", 1), max_t),
@@ -197,8 +156,6 @@ def experiment_dir(storage: str, name: str) -> str:
 def run_sweep(sweep: sweeps.Sweep, split, storage: str, name: str, resume: bool = False,
               methods: list[str] | None = None, max_concurrent: int | None = None) -> dict[str, Any]:
     """Run (or resume) every method's experiment of ``sweep``; return ``{method: ResultGrid}``."""
-    import ray
-
     root = experiment_dir(storage, name)
     if resume and "://" not in root and not (Path(root) / SWEEP_JSON).exists():
         raise FileNotFoundError(f"nothing to resume: {root} holds no sweep (check --name and --storage-path)")
@@ -265,8 +222,6 @@ def _write_sweep_json(root: str, sweep: sweeps.Sweep, split, resume: bool) -> No
 
 def _describe(value: Any) -> Any:
     """A JSON-able description of a Tune domain (or the constant)."""
-    from ray.tune.search.sample import Categorical, Float, Integer
-
     if isinstance(value, Categorical):
         return {"choice": list(value.categories)}
     if isinstance(value, (Float, Integer)):

@@ -71,7 +71,7 @@ def load(path: str | os.PathLike) -> Sweep:
 
 def sample(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """One concrete config from a space: Tune domains sampled, grid searches drawn, constants kept."""
-    from ray.tune.search.sample import Domain
+    from ray.tune.search.sample import Domain  # lazy: loading a sweep file to validate it needs no Ray
 
     out = {}
     for key, value in space.items():

@@ -20,20 +20,23 @@ epoch's ``checkpoint_path``, so the best epoch of the best trial is what the reg
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from pydantic import Field, model_validator
 
+from raylurm.config import typed_config
 from raylurm.evaluate import metrics, probe
 from raylurm.evaluate.tasks import assign, label_columns
+from raylurm.ray_internals import report_to_tune
 from raylurm.train.batch import collate
 from raylurm.train.checkpoint import load_model
 
@@ -43,14 +46,24 @@ METRIC = "val_auc"
 MODE = "max"
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class ValidationConfig:
-    seed: int = 0  # the evaluator's probe seed whose train/validation users are used
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    max_epochs: int = 20  # probe epochs (early stopping on validation, patience below)
-    patience: int = 3
-    weight_decay: float = 1e-4  # one value: the sweep compares encoders, not probe grids
-    batch_size: int = 256  # encoding batch
+    seed: Annotated[int, Field(
+        ge=0, description="the evaluator's probe seed whose train/validation users are used")] = 0
+    fractions: Annotated[tuple[float, float, float], Field(
+        description="probe-train / validation / test shares of the users, as the evaluator's")] = (0.6, 0.2, 0.2)
+    max_epochs: Annotated[int, Field(
+        ge=1, description="probe epochs (early stopping on validation, patience below)")] = 20
+    patience: Annotated[int, Field(ge=0, description="early stopping: epochs without improvement")] = 3
+    # one value: the sweep compares encoders, not probe grids
+    weight_decay: Annotated[float, Field(ge=0.0, description="the probe's weight decay")] = 1e-4
+    batch_size: Annotated[int, Field(ge=1, description="encoding batch")] = 256
+
+    @model_validator(mode="after")
+    def _rules(self) -> ValidationConfig:
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+            raise ValueError(f"fractions must be three positive shares summing to 1, got {self.fractions}")
+        return self
 
 
 class ProfilingValidation:
@@ -134,6 +147,6 @@ def report_callback(history_boi: str, users_parquet: str, config: ValidationConf
                 with checkpoint.as_directory() as directory:
                     out.update(self._validation.score_checkpoint(directory))
                 out[CHECKPOINT_PATH_KEY] = checkpoint.path
-            self._training_actor_item_queue.put(out)
+            report_to_tune(self, out)  # what TuneReportCallback.after_report does with its metrics
 
     return ValidationReport()

@@ -37,17 +37,17 @@ def start_cluster(nodes: int):
 
 def actor_nodes(class_part: str) -> list[dict]:
     """Actors whose class name contains ``class_part``: node, pid, state (from the GCS, no dashboard needed)."""
-    from ray._private.state import actors
+    from raylurm.ray_internals import actors
 
-    return [{"node": a["Address"]["NodeID"], "pid": a["Pid"], "state": a["State"]}
-            for a in actors().values() if class_part in a["ActorClassName"]]
+    return [{"node": a["node"], "pid": a["pid"], "state": a["state"]}
+            for a in actors() if class_part in a["class_name"]]
 
 
 def train_nodes() -> list[list[str]]:
     """Nodes of the bundles of every 2-bundle placement group (the Train worker groups)."""
-    import ray
+    from raylurm.ray_internals import placement_group_table
 
-    return [sorted(pg["bundles_to_node_id"].values()) for pg in ray.util.placement_group_table().values()
+    return [sorted(pg["bundles_to_node_id"].values()) for pg in placement_group_table().values()
             if len(pg["bundles"]) == 2 and pg["bundles_to_node_id"]]
 
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 _PROBE = textwrap.dedent(
     """
     import json, os, ray
+    from raylurm.ray_internals import session_dir
     from raylurm.runtime import init_ray
     init_ray(num_cpus=1)
 
@@ -25,8 +26,7 @@ _PROBE = textwrap.dedent(
         keys = ["RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "HTTP_PROXY", "NO_PROXY", "RAY_TMPDIR"]
         return {k: os.environ.get(k) for k in keys}
 
-    info = {"worker": ray.get(worker_env.remote()), "session_dir": ray.get_runtime_context().get_node_id() and
-            ray._private.worker._global_node.get_session_dir_path()}
+    info = {"worker": ray.get(worker_env.remote()), "session_dir": session_dir()}
     ray.shutdown()
     print(json.dumps(info))
     """

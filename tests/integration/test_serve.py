@@ -64,8 +64,8 @@ def _events_of(table, user) -> list[dict]:
 @pytest.fixture(scope="module")
 def app(ray_runtime, boi_dir, tmp_path_factory):
     from ray import serve
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 
+    from raylurm.ray_internals import build_serve_app
     from raylurm.serving.app import app_builder
 
     registry = Registry(tmp_path_factory.mktemp("registry"))
@@ -79,7 +79,7 @@ def app(ray_runtime, boi_dir, tmp_path_factory):
             "reload_interval_s": 0, "max_batch_size": 8, **LIMITS}
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(call_user_app_builder_with_args_if_necessary(app_builder, args), name="raylurm", route_prefix="/")
+    serve.run(build_serve_app(app_builder, args), name="raylurm", route_prefix="/")
     events = pq.read_table(Path(json.loads((boi_dir / "manifest.json").read_text())["dataset"]) / "events")
     users = pq.read_table(boi_dir / "users")
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", registry=registry, events=events, users=users,

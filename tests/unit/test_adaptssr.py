@@ -18,13 +18,7 @@ from tests.helpers import train_steps
 INFO = DataInfo(num_interests=40, num_items=30, num_behaviors=3, scales=("month", "year"), max_sequence_length=200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def _batch(num_users: int = 6, seed: int = 0, max_events: int = 12) -> dict[str, torch.Tensor]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
+
+from raylurm.ray_internals import validate_cluster_config
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
@@ -19,8 +20,7 @@ def config() -> dict:
 
 
 def test_cluster_yaml_passes_rays_validator(config):
-    full = prepare_config(copy.deepcopy(config))  # Ray's defaults for AWS filled in, as `ray up` does
-    validate_config(full)
+    full = validate_cluster_config(config)  # Ray's defaults for AWS filled in, as `ray up` does
     assert full["provider"]["type"] == "aws" and full["head_node_type"] == "head"
 
 
@@ -49,4 +49,4 @@ def test_the_validator_catches_a_broken_config(config, break_it):
     broken = copy.deepcopy(config)
     break_it(broken)
     with pytest.raises((jsonschema.ValidationError, ValueError, KeyError)):
-        validate_config(prepare_config(broken))
+        validate_cluster_config(broken)

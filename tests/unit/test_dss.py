@@ -223,15 +223,6 @@ def test_users_without_a_cut_are_left_out() -> None:
     assert float(model(alone)["loss"].detach()) == 0.0
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and steady when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_overfits_one_tiny_batch(one_thread) -> None:
     model = _model(dropout=0.0)
     batch = _batch(8)

@@ -23,13 +23,7 @@ INFO = DataInfo(num_interests=NUM_INTERESTS, num_items=30, num_behaviors=3, scal
 SMALL = dict(num_anchors=3, hidden_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core CPU (10x faster there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def _batch(num_users: int = 6, seed: int = 0, **kwargs) -> dict[str, torch.Tensor]:

@@ -201,9 +201,9 @@ def test_request_bodies_are_checked():
 
 def test_serve_config_file_deploys_the_typed_builder(registry, tmp_path):
     import yaml
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ServeDeploySchema
 
+    from raylurm.ray_internals import build_serve_app
     from raylurm.serving.app import app_builder
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "serve" / "config.yaml").read_text()))
@@ -212,7 +212,7 @@ def test_serve_config_file_deploys_the_typed_builder(registry, tmp_path):
     module, attr = app.import_path.split(":")
     assert getattr(__import__(module, fromlist=[attr]), attr) is app_builder
     ServeArgs(**app.args)  # every key of the file is a typed argument
-    built = call_user_app_builder_with_args_if_necessary(app_builder, {**app.args, "registry": str(registry.root)})
+    built = build_serve_app(app_builder, {**app.args, "registry": str(registry.root)})
     assert type(built).__name__ == "Application"
     with pytest.raises(ValueError, match="no current entry"):
         app_builder(ServeArgs(registry=str(tmp_path)))

@@ -242,7 +242,11 @@ def test_edge_configs_generate_consistent_data(change: dict, tmp_path: Path) -> 
     ],
 )
 def test_invalid_config_raises(change: dict, tmp_path: Path) -> None:
-    config = dataclasses.replace(SynthConfig(), **change)
+    with pytest.raises(ValueError, match=f"SynthConfig: .*{next(iter(change))}"):
+        dataclasses.replace(SynthConfig(), **change)  # a SynthConfig validates itself when built
+    config = SynthConfig()
+    for name, value in change.items():  # one changed in place is refused all the same
+        object.__setattr__(config, name, value)
     with pytest.raises(ValueError):
         validate_config(config)
     with pytest.raises(ValueError):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from typing import Annotated, Literal, get_args
 
-EMBEDDING_METHODS = ("text", "cooccurrence")
-_INT_FIELDS = ("dim", "epochs", "batch_size", "max_words", "min_word_count", "pairs_per_epoch", "max_events")
+from pydantic import Field
+
+from raylurm.config import typed_config
+
+EmbeddingMethod = Literal["text", "cooccurrence"]
+EMBEDDING_METHODS = get_args(EmbeddingMethod)
 
 
-@dataclasses.dataclass(frozen=True)
+@typed_config
 class ItemEmbeddingConfig:
     """Item-embedding hyper-parameters (paper defaults: d = 128, τ = 0.1, β = 5 days).
 
@@ -18,30 +21,20 @@ class ItemEmbeddingConfig:
     ``temperature``, ``batch_size``, ``lr``, ``max_words`` and ``min_word_count`` are text-only.
     """
 
-    method: str = "text"  # "text" (eq. 1-3) or "cooccurrence" (for data without good text)
-    dim: int = 128  # word/item embedding width (paper: 128)
-    temperature: float = 0.1  # τ of eq. 3
-    window_days: float = 5.0  # β: two items of one user less than β apart form a positive pair
-    epochs: int = 3
-    batch_size: int = 1024  # n pairs per batch (2n items)
-    lr: float = 1e-3
-    max_words: int = 32  # words per item text (truncate; the paper covers 95 %)
-    min_word_count: int = 1  # rarer words map to <unk>
-    pairs_per_epoch: int = 500_000
-    max_events: int = 5_000_000  # events sampled (whole users) to draw pairs from: bounded memory
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in EMBEDDING_METHODS:
-            raise ValueError(f"unknown item-embedding method {self.method!r}; choose one of {EMBEDDING_METHODS}")
-        for name in (*_INT_FIELDS, "temperature", "window_days", "lr"):
-            value = getattr(self, name)
-            kind = int if name in _INT_FIELDS else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
-                what = "integer" if kind is int else "number"
-                raise ValueError(f"ItemEmbeddingConfig.{name} must be a positive {what}, got {value!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"ItemEmbeddingConfig.batch_size must be >= 2 (a lone pair has no negatives), "
-                             f"got {self.batch_size}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ItemEmbeddingConfig.seed must be a non-negative integer, got {self.seed!r}")
+    method: Annotated[EmbeddingMethod, Field(
+        description='"text" (eq. 1-3) or "cooccurrence" (for data without good text)')] = "text"
+    dim: Annotated[int, Field(ge=1, description="word/item embedding width")] = 128  # paper: 128
+    temperature: Annotated[float, Field(gt=0.0, description="τ of eq. 3")] = 0.1
+    window_days: Annotated[float, Field(
+        gt=0.0, description="β: two items of one user less than β days apart form a positive pair")] = 5.0
+    epochs: Annotated[int, Field(ge=1, description="passes over pairs_per_epoch pairs")] = 3
+    batch_size: Annotated[int, Field(
+        ge=2, description="n pairs per batch (2n items; >= 2: a lone pair has no negatives)")] = 1024
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3
+    # truncate; the paper covers 95 %
+    max_words: Annotated[int, Field(ge=1, description="words per item text")] = 32
+    min_word_count: Annotated[int, Field(ge=1, description="rarer words map to <unk>")] = 1
+    pairs_per_epoch: Annotated[int, Field(ge=1, description="positive pairs drawn per epoch")] = 500_000
+    max_events: Annotated[int, Field(
+        ge=1, description="events sampled (whole users) to draw pairs from: bounded memory")] = 5_000_000
+    seed: Annotated[int, Field(ge=0)] = 0
