@@ -49,8 +49,8 @@ def register_model(registry, method: str, boi_dir: Path, info, name: str, seed: 
 
     import torch
 
-    from raylurm.train import checkpoint
     from raylurm.methods import METHODS
+    from raylurm.train import checkpoint
 
     cls = METHODS[method]
     torch.manual_seed(seed)

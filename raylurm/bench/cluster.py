@@ -42,8 +42,8 @@ def _prepare(root: Path, args) -> tuple[Path, Path, dict]:
     import ray
 
     from raylurm.boi.build import BuildConfig, build
-    from raylurm.boi.pipeline import BoiConfig
     from raylurm.boi.embeddings import ItemEmbeddingConfig
+    from raylurm.boi.pipeline import BoiConfig
     from raylurm.boi.vocabulary import VocabularyConfig
     from raylurm.data.synth import SynthConfig, generate
     from raylurm.runtime import init_ray
@@ -63,8 +63,8 @@ def run_layout(nodes: int, cpus: int, data: Path, boi: Path, work: Path) -> dict
 
     from raylurm.boi.pipeline import BoiConfig, build_boi
     from raylurm.boi.vocabulary import Vocabulary
-    from raylurm.train.fit import fit
     from raylurm.train.config import TrainConfig
+    from raylurm.train.fit import fit
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(nodes):

@@ -14,7 +14,6 @@ Three measurements, all on this machine, in one run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.bench import common
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 
 HELP = "training throughput: users/s per method (D = 1e5), SMEN sparse vs dense, 1 vs 2 Ray Train workers"
 SECTION = "## Training throughput (python -m raylurm.bench train)"
@@ -98,9 +97,9 @@ def ray_workers(workers: list[int], users: int, epochs: int = 2) -> list[dict]:
     from raylurm.boi.pipeline import BoiConfig
     from raylurm.boi.vocabulary import VocabularyConfig
     from raylurm.data.synth import SynthConfig, generate
-    from raylurm.train.fit import fit
     from raylurm.runtime import init_ray
     from raylurm.train.config import TrainConfig
+    from raylurm.train.fit import fit
 
     init_ray(num_cpus=max(workers) + 1)
     rows = []

@@ -63,8 +63,8 @@ def run_layout(sweep, split, storage: Path, name: str, workers: int, max_concurr
 
 def main(args: argparse.Namespace) -> int:
     from raylurm.evaluate.split import SplitConfig, materialise
-    from raylurm.train.fit import resolve_dataset
     from raylurm.runtime import init_ray
+    from raylurm.train.fit import resolve_dataset
 
     machine = common.machine_info()
     init_ray()

@@ -21,7 +21,6 @@ Writes ``<out>/RESULTS.md``, ``<out>/results.csv`` (mean, std per task/target/mo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,8 +30,16 @@ from raylurm import cli
 from raylurm.data import datasets
 from raylurm.data.prepare import data_home
 from raylurm.evaluate import tasks
-from raylurm.evaluate.harness import (check_split, evaluate, git_commit, latest_per_method, pretrain_on_split,
-                                      registry_per_method, trained_epochs, write_outputs)
+from raylurm.evaluate.harness import (
+    check_split,
+    evaluate,
+    git_commit,
+    latest_per_method,
+    pretrain_on_split,
+    registry_per_method,
+    trained_epochs,
+    write_outputs,
+)
 from raylurm.evaluate.split import SplitConfig, materialise
 from raylurm.methods import METHODS
 from raylurm.runtime import init_ray

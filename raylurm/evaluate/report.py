@@ -160,9 +160,8 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
 
 def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
     """Pretraining loss per step from each run's TensorBoard logs (one panel per method)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # lazy: TensorBoard
-
     import matplotlib  # lazy: plotting is only needed when a report is written
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # lazy: TensorBoard
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

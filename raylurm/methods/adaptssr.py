@@ -22,13 +22,12 @@ from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
+from raylurm.losses.mpr import LAMBDA_MODES, adaptive_lambda, mpr_loss, resolve_lambda
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
-from raylurm.losses.mpr import LAMBDA_MODES, adaptive_lambda, mpr_loss, resolve_lambda
 
 Augmentation = Literal["mask", "crop", "reorder"]
 AUGMENTATIONS = get_args(Augmentation)

@@ -28,10 +28,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from raylurm.config import typed_config
-from raylurm.train.batch import DataInfo
-from raylurm.train.distributed import gather_with_grad
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad
 
 TIME_THRESHOLDS_DAYS = tuple(2**k for k in range(1, 13))  # 2, 4, ..., 4096 days (code) -> 13 buckets
 SECONDS_PER_DAY = 86_400

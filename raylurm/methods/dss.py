@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
+from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
-from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 
 
 @typed_config

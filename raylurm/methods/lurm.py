@@ -23,10 +23,10 @@ from pydantic import Field
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from raylurm.config import typed_config
-from raylurm.train.batch import DataInfo
-from raylurm.train.distributed import gather_with_grad
 from raylurm.encoders import MultiAnchorBoI
 from raylurm.losses import info_nce
+from raylurm.train.batch import DataInfo
+from raylurm.train.distributed import gather_with_grad
 
 Scales = Literal["both", "month", "year"]
 SCALES = {"both": ("month", "year"), "month": ("month",), "year": ("year",)}  # one per Scales

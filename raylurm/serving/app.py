@@ -39,8 +39,16 @@ from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.serving import incremental
 from raylurm.serving.model import RequestError, ServedModel
-from raylurm.serving.schemas import (EmbedRequest, EmbedResponse, Health, RecommendRequest, RecommendResponse,
-                                     ServeArgs, SimilarRequest, SimilarResponse)
+from raylurm.serving.schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    Health,
+    RecommendRequest,
+    RecommendResponse,
+    ServeArgs,
+    SimilarRequest,
+    SimilarResponse,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import torch
 
 from raylurm.data.prepare import data_home
 from raylurm.registry import Entry
-from raylurm.train.batch import collate
-from raylurm.train.checkpoint import load_model
 from raylurm.serving import incremental
 from raylurm.serving.features import EventEncoder
+from raylurm.train.batch import collate
+from raylurm.train.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 

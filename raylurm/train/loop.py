@@ -13,7 +13,6 @@ latest checkpoint: the epoch and step counters continue where they stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal

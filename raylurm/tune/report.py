@@ -32,7 +32,7 @@ from raylurm.evaluate.split import Split
 from raylurm.evaluate.tasks import EvalConfig
 from raylurm.methods import METHODS
 from raylurm.runtime import init_ray
-from raylurm.tune.results import SWEEP_JSON, Trial
+from raylurm.tune.results import Trial
 from raylurm.tune.validation import METRIC
 
 log = logging.getLogger("raylurm.tune.report")

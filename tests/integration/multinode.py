@@ -59,8 +59,8 @@ def build(data: Path, vocabulary: Path, out: Path) -> dict:
 
 
 def fit(boi: Path, storage: Path, epochs: int, name: str):
-    from raylurm.train.fit import fit as pretrain
     from raylurm.train.config import TrainConfig
+    from raylurm.train.fit import fit as pretrain
 
     train = TrainConfig(method="lurm", epochs=epochs, num_workers=2, batch_size=8, max_steps_per_epoch=3, max_failures=3)
     return pretrain(boi, train, overrides=["num_anchors=2", "hidden_dim=16"], name=name, storage_path=str(storage))

@@ -17,8 +17,8 @@ from raylurm.boi.vocabulary import VocabularyConfig
 from raylurm.data.synth import SynthConfig, generate
 from raylurm.evaluate.__main__ import main as evaluate_main
 from raylurm.evaluate.split import SplitConfig, materialise
-from raylurm.train.fit import fit
 from raylurm.train.config import TrainConfig
+from raylurm.train.fit import fit
 
 pytestmark = pytest.mark.integration
 
@@ -116,9 +116,9 @@ def test_random_init_is_the_runs_starting_point(setting):
 
 
 def test_pretrain_cli_split_option_records_the_split(setting):
-    from raylurm.train.checkpoint import read_meta
     from raylurm.evaluate.harness import latest_per_method
     from raylurm.pretrain.__main__ import main as pretrain_main
+    from raylurm.train.checkpoint import read_meta
 
     root, split, checkpoints = setting
     code = pretrain_main(["--split", "--data", str(root / "data"), "--cutoff-quantile", str(SPLIT.cutoff_quantile),

@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from raylurm.train.fit import fit
 from raylurm.train.config import TrainConfig
+from raylurm.train.fit import fit
 
 pytestmark = pytest.mark.integration
 

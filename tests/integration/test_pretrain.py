@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from raylurm.train.checkpoint import load_model, read_meta
 from raylurm.methods import METHODS
-from raylurm.train.fit import fit
+from raylurm.train.checkpoint import load_model, read_meta
 from raylurm.train.config import TrainConfig
+from raylurm.train.fit import fit
 
 pytestmark = pytest.mark.integration
 

@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from raylurm.train.batch import DataInfo, collate
-from raylurm.train.checkpoint import load_model
 from raylurm.methods import METHODS
 from raylurm.registry import Registry
+from raylurm.train.batch import DataInfo, collate
+from raylurm.train.checkpoint import load_model
 from tests.helpers import register_model
 
 pytestmark = pytest.mark.integration

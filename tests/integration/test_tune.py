@@ -161,10 +161,10 @@ def _serving_inputs_match_the_pipeline(reg: Registry, data: Path) -> None:
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    from raylurm.train.batch import collate
-    from raylurm.train.checkpoint import load_model
     from raylurm.evaluate.split import Split, default_root
     from raylurm.serving.features import EventEncoder
+    from raylurm.train.batch import collate
+    from raylurm.train.checkpoint import load_model
 
     split = Split.load(default_root(data, SplitConfig(cutoff_quantile=float(QUANTILE))))
     events = pads.dataset(split.dataset("history") / "events").to_table()

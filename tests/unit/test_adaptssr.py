@@ -8,11 +8,18 @@ import math
 import pytest
 import torch
 
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.config import from_dict
 from raylurm.losses.mpr import adaptive_lambda, mpr_loss, pairwise_ranking, resolve_lambda
-from raylurm.methods.adaptssr import (AdaptSSR, AdaptSSRConfig, augment, crop_index, mask_positions,
-                                      most_recent, reorder_index)
+from raylurm.methods.adaptssr import (
+    AdaptSSR,
+    AdaptSSRConfig,
+    augment,
+    crop_index,
+    mask_positions,
+    most_recent,
+    reorder_index,
+)
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from tests.helpers import train_steps
 
 INFO = DataInfo(num_interests=40, num_items=30, num_behaviors=3, scales=("month", "year"), max_sequence_length=200)

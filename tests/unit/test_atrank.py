@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.methods import atrank as atrank_module
 from raylurm.methods.atrank import ATRank, ATRankConfig, time_buckets
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from tests.helpers import train_steps
 
 NUM_ITEMS, NUM_BEHAVIORS, NUM_CATEGORIES = 30, 3, 6

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from raylurm.methods import METHODS
 from raylurm.train import checkpoint as ckpt
 from raylurm.train.batch import DataInfo, collate, synthetic_rows
-from raylurm.methods import METHODS
 
 INFO = DataInfo(num_interests=50, num_items=40, num_behaviors=3, scales=("month", "year"), max_sequence_length=12,
                 item_category=tuple(i % 4 for i in range(40)), num_categories=4, vocabulary_hash="abc123")

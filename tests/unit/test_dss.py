@@ -9,10 +9,10 @@ from fractions import Fraction
 import pytest
 import torch
 
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.config import from_dict
 from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
 from raylurm.methods.dss import DSS, DSSConfig, sample_cuts, window
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
 
 INFO = DataInfo(num_interests=20, num_items=50, num_behaviors=3, scales=("month", "year"), max_sequence_length=12)
 

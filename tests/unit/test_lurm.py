@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.config import from_dict
-from raylurm.train.distributed import gather_with_grad
 from raylurm.encoders import MultiAnchorBoI, bag_outer_sums
 from raylurm.losses import info_nce
 from raylurm.methods.lurm import LURM, LURMConfig, _random_window, sample_windows
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.distributed import gather_with_grad
 from tests.helpers import train_steps
 
 NUM_INTERESTS = 40

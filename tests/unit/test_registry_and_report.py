@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from raylurm.train import checkpoint as ckpt
 from raylurm.registry import Registry
 from raylurm.registry.__main__ import main as registry_main
 from raylurm.tune import report, results

@@ -14,7 +14,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from raylurm.train.batch import DataInfo, collate
 from raylurm.boi.vocabulary import VocabularyConfig, build_vocabulary
 from raylurm.methods import METHODS
 from raylurm.methods.lurm import LURM, LURMConfig
@@ -23,6 +22,7 @@ from raylurm.serving import incremental
 from raylurm.serving.features import EventEncoder
 from raylurm.serving.model import RequestError, ServedModel
 from raylurm.serving.schemas import EmbedRequest, RecommendRequest, ServeArgs, SimilarRequest
+from raylurm.train.batch import DataInfo, collate
 from tests.helpers import register_model
 
 ITEMS = [f"i{n}" for n in range(12)]
@@ -232,8 +232,8 @@ def test_serve_cli_help_and_arguments():
 def test_registry_add_serves_a_pretraining_run(boi, users_dir, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from raylurm.train import checkpoint
     from raylurm.registry.__main__ import main
+    from raylurm.train import checkpoint
 
     monkeypatch.setenv("RAYLURM_HOME", str(tmp_path / "home"))
     split_boi = tmp_path / "home" / "splits" / "ds-s9" / "boi" / "pretrain"

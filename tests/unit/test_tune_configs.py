@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from raylurm.tune import sweeps
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.methods import METHODS
+from raylurm.train.batch import DataInfo, collate, synthetic_rows
+from raylurm.tune import sweeps
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "tune_configs").glob("*.py"))
 INFO = DataInfo(num_interests=40, num_items=30, num_behaviors=3, scales=("month", "year"), max_sequence_length=12,
