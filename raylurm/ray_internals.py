@@ -238,6 +238,7 @@ def ray_data_executor_logger() -> logging.Logger:
     return logging.getLogger(RAY_DATA_EXECUTOR_LOGGER)
 
 
+# --- Ray Data's task names (benchmarks) ---
 # Checked against Ray 2.60.0, documentation only (no function: the names live in raylurm/bench/boi.py
 # ``RAY_STAGES``). The Ray Data benchmark groups ``ray.timeline()`` events by the names of Ray Data's private
 # task functions: ``ray.data._internal.execution.operators.map_operator._map_task`` and

@@ -231,12 +231,13 @@ class _Captured(logging.Handler):
 def _start_ray() -> _Captured:
     import ray
 
+    from raylurm.ray_internals import ray_data_executor_logger
     from raylurm.runtime import init_ray
 
     init_ray()
     ray.data.DataContext.get_current().enable_auto_log_stats = True
     captured = _Captured()
-    logging.getLogger("ray.data._internal.execution.streaming_executor").addHandler(captured)
+    ray_data_executor_logger().addHandler(captured)
     return captured
 
 
@@ -245,7 +246,8 @@ def _ray_data_seconds(messages: Sequence[str]) -> float | None:
     return sum(found) if found else None
 
 
-#: ``ray.timeline()`` event names (suffixes) of build_boi's Ray Data stages -> what runs in them.
+#: ``ray.timeline()`` event names (suffixes) of build_boi's Ray Data stages -> what runs in them: names of
+#: Ray Data's private task functions (see raylurm/ray_internals.py, "Ray Data's task names").
 RAY_STAGES = {
     "map_operator._map_task": "ListFiles (task)",
     "submit": "read_parquet + EventMapper (actor pool)",
