@@ -12,7 +12,7 @@ Every config class is a frozen dataclass validated by pydantic::
             return self
 
 Field rules are ``Field`` constraints (``ge``, ``gt``, ``min_length``) and ``Literal`` choices; the
-description is the field's ``--help`` / ``--list-options`` text. ``dataclasses.fields``, ``replace`` and
+description is the field's ``--help`` text. ``dataclasses.fields``, ``replace`` and
 ``asdict`` work as on any dataclass (``replace`` validates again), and instances pickle and compare.
 
 Types are checked strictly, as the CLI would: no ``True`` for an int, no ``"3"`` for 3, no ``2.0`` for an
@@ -118,12 +118,15 @@ def error_message(err: BaseException) -> str:
 
 
 def from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """``cls(**values)`` with a clear error for unknown keys (typos fail loudly)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    """``cls(**values)`` with a clear error for unknown keys (typos fail loudly).
+
+    JSON turns tuples into lists: a list given for a field whose default is a tuple becomes a tuple
+    again, so plain dataclasses round-trip through ``to_dict`` too (typed configs also do it themselves)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; valid: {sorted(names)}")
-    return cls(**values)
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; valid: {sorted(defaults)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) and isinstance(defaults[k], tuple) else v for k, v in values.items()})
 
 
 def apply_overrides(config: T, overrides: Iterable[str]) -> T:
@@ -225,20 +228,7 @@ def without_none(annotation: Any) -> Any:
     return annotation
 
 
-def format_value(value: Any) -> str:
-    """``value`` as :func:`apply_overrides` reads it back: ``true``, ``none``, ``a,b``."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (tuple, list)):
-        return ",".join(format_value(v) for v in value)
-    if dataclasses.is_dataclass(value):
-        return json.dumps(to_dict(value))
-    return str(value)
-
-
-# ----------------------------------------------------------------------------- introspection (CLI flags, --list-options)
+# ----------------------------------------------------------------------------- introspection (CLI flags)
 
 
 class Option(NamedTuple):

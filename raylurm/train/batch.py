@@ -50,11 +50,6 @@ class DataInfo:
     vocabulary_hash: str = ""
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DataInfo":
-        """The inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
-        return cls(**{**values, "scales": tuple(values["scales"]), "item_category": tuple(values["item_category"])})
-
-    @classmethod
     def from_boi(cls, directory: str | os.PathLike) -> "DataInfo":
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())

@@ -47,15 +47,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 def build_model(meta: dict) -> torch.nn.Module:
     cls = METHODS[meta["method"]]
-    return cls(from_dict(cls.Config, _tuples(cls.Config, meta["method_config"])), DataInfo.from_dict(meta["info"]))
-
-
-def _tuples(cls: type, values: dict) -> dict:
-    """JSON turns tuples into lists; give tuple-typed fields their tuples back.
-
-    A ``typed_config`` takes the lists itself; this is for a method whose ``Config`` is a plain dataclass."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    return {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v for k, v in values.items()}
+    return cls(from_dict(cls.Config, meta["method_config"]), from_dict(DataInfo, meta["info"]))
 
 
 def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -49,7 +49,7 @@ def _method(name: str):
 def build(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, DataInfo]:
     """The model of ``config["method"]`` from the loop config (method options + data sizes)."""
     cls = _method(config["method"])
-    info = DataInfo.from_dict(config["info"])
+    info = from_dict(DataInfo, config["info"])
     model_config = from_dict(cls.Config, config["method_config"])
     return cls(model_config, info), model_config, info
 
