@@ -8,14 +8,16 @@ Examples::
     python -m raylurm.evaluate --all --pretrain --out results/ml-1m --results-md RESULTS.md   # the RESULTS.md command
 
 Tasks (see ``raylurm.evaluate.tasks``): user profiling, category preference, next item
-(leave-one-out, full ranking and 100 popularity-sampled negatives). Baselines in the same
-tables: raw BoI, TF-IDF of the user's item texts, a randomly initialised encoder of each
-evaluated method, popularity. The harness owns the split (``raylurm.evaluate.split``); a
+(leave-one-out on every user, full ranking over the items with events, and 100
+popularity-sampled negatives). Baselines in the same tables: majority (label prior),
+popularity, raw BoI, TF-IDF of the user's item texts, a randomly initialised encoder of each
+evaluated method. Every verdict is a paired bootstrap over the same test users. The harness owns the split (``raylurm.evaluate.split``); a
 checkpoint is evaluated only if it was pretrained on that split's pretraining part
 (``python -m raylurm.pretrain --split``) — anything else saw held-out events and is refused.
 
 Writes ``<out>/RESULTS.md``, ``<out>/results.csv`` (mean, std per task/target/model/metric),
-``<out>/results_by_seed.csv`` and PNG plots; prints the tables.
+``<out>/results_by_seed.csv``, ``<out>/results_by_user.parquet`` (every test user's rank or prediction:
+the paired tests' input) and PNG plots; prints the tables.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from raylurm.evaluate.harness import (
     check_split,
     evaluate,
     git_commit,
+    latest_in_run,
     latest_per_method,
     pretrain_on_split,
     registry_per_method,
+    run_name,
+    split_of_checkpoint,
     trained_epochs,
     write_outputs,
 )
@@ -46,6 +51,9 @@ from raylurm.runtime import init_ray
 from raylurm.train.checkpoint import default_storage, resolve_checkpoint
 
 log = logging.getLogger("raylurm.evaluate")
+
+PROTOCOL_FIELDS = ("catalogue", "mask_history", "negatives", "negative_sampling", "next_item_seeds", "head_prefixes", "head_folds",
+                   "own_scorer_head")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,13 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --all: first pretrain (paper defaults) each method with no checkpoint of --epochs epochs on the split "
                         "(a shorter run of the same name is continued)")
     p.add_argument("--epochs", type=int, default=5, help="with --pretrain: epochs (default: %(default)s)")
+    p.add_argument("--pretrain-seeds", type=int, default=1, metavar="N",
+                   help="with --all --pretrain: pretrain each method N times (seeds 0..N-1) and evaluate every run, so a row's "
+                        "spread and its paired intervals include pretraining noise (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=2, help="with --pretrain: Ray Train workers (default: %(default)s)")
     p.add_argument("--methods", default=",".join(METHODS), help="with --all or --registry: which methods (default: all)")
-    p.add_argument("--data", default="ml-1m", help="prepared dataset dir or bundled name (default: ml-1m)")
+    p.add_argument("--data", help="prepared dataset dir or bundled name (default: with --checkpoint, the dataset the "
+                                  "checkpoint's split was cut from; otherwise ml-1m)")
     p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
                    help="category-preference cutoff as a quantile of event times (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="probe seeds (default: %(default)s)")
     p.add_argument("--tasks", default="profiling,category,next_item", help="comma-separated subset of tasks")
+    protocol = p.add_argument_group("next-item protocol (defaults: the full-ranking leave-one-out anchors' protocol)")
+    cli.add_config_arguments(protocol, tasks.EvalConfig, PROTOCOL_FIELDS)
     p.add_argument("--no-baselines", action="store_true", help="skip raw BoI, TF-IDF, random init and popularity")
     p.add_argument("--out", help="output directory (default: $RAYLURM_HOME/evaluations/<dataset>-<split>)")
     p.add_argument("--results-md", help="also write the Markdown report here (e.g. RESULTS.md)")
@@ -79,37 +93,49 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate the checkpoints the arguments name (pretraining them first with ``--pretrain``); write and print the report."""
     commit = git_commit()  # before anything is written: earlier outputs in the checkout must not count as changes
-    config = tasks.EvalConfig(seeds=tuple(range(args.seeds)), tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
+    config = cli.config_from_args(args, tasks.EvalConfig, PROTOCOL_FIELDS, seeds=tuple(range(args.seeds)),
+                                  tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
     split_config = SplitConfig(cutoff_quantile=args.cutoff_quantile)
     storage = Path(args.storage_path or default_storage()).expanduser()
+    if args.pretrain_seeds < 1 or (args.pretrain_seeds > 1 and not (args.all and args.pretrain)):
+        raise ValueError("--pretrain-seeds N needs N >= 1 and, above 1, --all --pretrain")
     init_ray(args.address, num_cpus=args.num_cpus)
-    dataset = datasets.resolve(args.data)
-    split = materialise(dataset, split_config)
+    paths = [resolve_checkpoint(value, storage) for value in args.checkpoint or ()]
+    if paths and args.data is None:
+        split = split_of_checkpoint(paths[0])  # the checkpoint records its split, and the split its dataset
+    else:
+        split = materialise(datasets.resolve(args.data or "ml-1m"), split_config)
     if args.all:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-        found = latest_per_method(storage, split)
-        if args.pretrain:
-            for method in methods:
-                if method not in found or trained_epochs(found[method]) < args.epochs:  # train, or continue the run
-                    found[method] = pretrain_on_split(split, method, args.epochs, args.num_workers, storage)
-        checkpoints = {m: found[m] for m in methods if m in found}
+        checkpoints = {}
+        for method in methods:
+            runs = []
+            for seed in range(args.pretrain_seeds):
+                found = latest_in_run(storage, run_name(method, split, seed), split)
+                if seed == 0 and found is None and not args.pretrain:
+                    found = latest_per_method(storage, split).get(method)
+                if args.pretrain and (found is None or trained_epochs(found) < args.epochs):  # train, or continue the run
+                    found = pretrain_on_split(split, method, args.epochs, args.num_workers, storage, seed=seed)
+                if found is not None:
+                    runs.append(found)
+            if runs:
+                checkpoints[method] = runs if len(runs) > 1 else runs[0]
         if not checkpoints:
             raise FileNotFoundError(f"no checkpoint pretrained on split {split.id} under {storage}; add --pretrain")
     elif args.registry is not None:
         checkpoints = registry_per_method(args.registry or None, split, [m.strip() for m in args.methods.split(",") if m.strip()])
     else:
         checkpoints = {}
-        for value in args.checkpoint:
-            path = resolve_checkpoint(value, storage)
+        for path in paths:
             checkpoints[check_split(path, split)["method"]] = path
-    rows = evaluate(split, checkpoints, config, baselines=not args.no_baselines)
+    rows, per_user = evaluate(split, checkpoints, config, baselines=not args.no_baselines)
     out = Path(args.out) if args.out else data_home() / "evaluations" / f"{split.meta['dataset']}-{split.id}"
     command = "python -m raylurm.evaluate " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
-    text, md = write_outputs(rows, out, split, checkpoints, command.strip(), Path(args.results_md) if args.results_md else None,
-                             commit=commit)
+    text, md = write_outputs(rows, per_user, out, split, checkpoints, command.strip(),
+                             Path(args.results_md) if args.results_md else None, commit=commit, config=config)
     print(text)
     log.info("wrote %s, %s", md, out / "results.csv")
     return 0

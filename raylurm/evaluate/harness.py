@@ -17,6 +17,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from raylurm.data.io import atomic_file
+from raylurm.data.prepare import data_home
 from raylurm.evaluate import report, represent, tasks
 from raylurm.evaluate.split import Split
 from raylurm.methods import METHODS
@@ -45,6 +47,19 @@ def check_split(checkpoint: Path, split: Split) -> dict:
         raise ValueError(f"refusing {checkpoint}: its vocabulary {meta.get('vocabulary_hash')} is not the split's "
                          f"{split.meta['vocabulary_hash']}")
     return meta
+
+
+def split_of_checkpoint(checkpoint: Path) -> Split:
+    """The split a checkpoint was pretrained on (``meta.json`` records its id; splits live in ``$RAYLURM_HOME/splits``)."""
+    seen = read_meta(checkpoint).get("split")
+    if seen is None:
+        raise ValueError(f"{checkpoint} was pretrained on all events (no --split): it saw held-out events and cannot be "
+                         f"evaluated; pretrain with: python -m raylurm.pretrain --split --data <dataset>")
+    found = sorted((data_home() / "splits").glob(f"*-{seen}/split.json"))
+    if not found:
+        raise FileNotFoundError(f"{checkpoint} was pretrained on split {seen}, which is not under {data_home() / 'splits'}; "
+                                "pass --data <dataset> (and --cutoff-quantile) to cut it again")
+    return Split.load(found[0].parent)
 
 
 def latest_per_method(storage: Path, split: Split) -> dict[str, Path]:
@@ -78,15 +93,25 @@ def registry_per_method(root: str | None, split: Split, methods: Sequence[str] =
     return out
 
 
-def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool, score_users: list | None = None) -> list[tasks.Subject]:
-    """Pretrained checkpoints, their random-init twins (the pretraining run's own initial weights), the baselines."""
+Checkpoints = dict[str, "Path | list[Path]"]  # method -> one checkpoint, or one per pretraining seed (--pretrain-seeds)
+
+
+def runs_of(checkpoints: Checkpoints) -> dict[str, list[Path]]:
+    return {m: list(p) if isinstance(p, (list, tuple)) else [p] for m, p in checkpoints.items()}
+
+
+def subjects_for(checkpoints: Checkpoints, split: Split, baselines: bool, prefixes: Path | None = None) -> list[tasks.Subject]:
+    """Pretrained checkpoints (each pretraining run), their random-init twins (each run's own initial weights), baselines.
+
+    ``prefixes``: the BoI directory of the next-item head's prefix examples, encoded in the same pass."""
+    parts = {p: split.boi(p) for p in INPUT_PARTS} | ({"prefixes": prefixes} if prefixes is not None else {})
+
     def encoder(checkpoint: Path, seed: int | None):
         cache: dict[str, represent.Representation] = {}
 
         def get(part: str) -> represent.Representation:
             if not cache:  # one Ray Data pass over every input part
-                cache.update(represent.encode(checkpoint, {p: split.boi(p) for p in INPUT_PARTS}, random_init_seed=seed,
-                                              score_parts=("history_test",), score_users=score_users))
+                cache.update(represent.encode(checkpoint, parts, random_init_seed=seed, score_parts=("history_test",)))
             return cache[part]
         return get
 
@@ -95,32 +120,42 @@ def subjects_for(checkpoints: dict[str, Path], split: Split, baselines: bool, sc
 
         def get(part: str) -> represent.Representation:
             if part not in cache:
-                cache[part] = represent.raw_boi(split.boi(part))
+                cache[part] = represent.raw_boi(parts[part])
             return cache[part]
         return get
 
-    out = [tasks.Subject(name, "pretrained", encoder(path, None)) for name, path in checkpoints.items()]
+    runs = runs_of(checkpoints)
+    out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k) for name, paths in runs.items() for k, path in enumerate(paths)]
     if baselines:
-        out += [tasks.Subject(f"{name} (random init)", "random init",
-                              encoder(path, init_seed(json.loads((path / "meta.json").read_text()).get("train", {}).get("seed", 0))))
-                for name, path in checkpoints.items()]
-        out += [tasks.Subject("raw BoI", "baseline", boi()), tasks.Subject("TF-IDF", "baseline", None, tfidf=True),
-                tasks.Subject("popularity", "baseline", None, popularity=True)]
+        out += [tasks.Subject(f"{name} (random init)", "random init", encoder(path, init_seed(read_meta(path).get("train", {}).get("seed", 0))),
+                              run=k) for name, paths in runs.items() for k, path in enumerate(paths)]
+        out += [tasks.Subject("majority", "baseline", None, majority=True), tasks.Subject("popularity", "baseline", None, popularity=True),
+                tasks.Subject("raw BoI", "baseline", boi()), tasks.Subject("TF-IDF", "baseline", None, tfidf=True)]
     return out
 
 
-def evaluate(split: Split, checkpoints: dict[str, Path], config: tasks.EvalConfig = tasks.EvalConfig(),
-             baselines: bool = True) -> list[dict]:
-    """All subjects on all tasks -> long-format rows."""
-    for path in checkpoints.values():
-        check_split(path, split)
+def evaluate(split: Split, checkpoints: Checkpoints, config: tasks.EvalConfig = tasks.EvalConfig(),
+             baselines: bool = True) -> tuple[list[dict], pd.DataFrame]:
+    """All subjects on all tasks -> long-format metric rows and the per-user results."""
+    for paths in runs_of(checkpoints).values():
+        for path in paths:
+            check_split(path, split)
     context = tasks.Context(split, config)
+    prefixes = context.prefixes.boi if "next_item" in config.tasks else None
     rows: list[dict] = []
-    for subject in subjects_for(checkpoints, split, baselines, score_users=tasks.scored_users(context)):
+    per_user: list[pd.DataFrame] = []
+    for subject in subjects_for(checkpoints, split, baselines, prefixes):
         started = time.perf_counter()
-        rows += tasks.run(subject, context)
-        log.info("evaluated %s in %.1f s", subject.name, time.perf_counter() - started)
-    return rows
+        more, users = tasks.run(subject, context)
+        rows += more
+        per_user.append(users)
+        log.info("evaluated %s in %.1f s", subject.name if not subject.run else f"{subject.name} (run {subject.run})",
+                 time.perf_counter() - started)
+    return rows, pd.concat(per_user, ignore_index=True)
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((Path(path) / "meta.json").read_text())
 
 
 def git_commit() -> str:
@@ -135,44 +170,89 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_outputs(rows: list[dict], out: Path, split: Split, checkpoints: dict[str, Path], command: str,
-                  results_md: Path | None = None, footer: str = "", commit: str | None = None) -> tuple[str, Path]:
-    """Write RESULTS.md (and ``results_md``), results.csv, results_by_seed.csv and the plots; return the Markdown."""
+PROTOCOL = """\
+**Protocol.** Next item is leave-one-out: each user's events are ordered by (timestamp, item id,
+behaviour) — one tie rule for the split and the BoI pipeline —, the last event is the test
+target, the second-to-last the validation target. Every user with at least three events is
+scored ({users:,} users) against the {catalogue:,} items that have at least one event, the
+user's input history masked and the target never — the full-ranking protocol of the SASRec /
+HSTU ML-1M anchors, whose models are also trained on every event but each user's last two,
+as every model here is (pretraining saw {pretrain:,} events). Rows marked *own* rank with the
+method's pretrained scorer; every other representation (and ATRank's and DSS's embeddings, rows
+"(head)") gets the same next-item head, a softmax over the items trained on {prefixes} (prefix →
+next item) examples per user from the pretraining events and scored by {folds}-fold
+cross-fitting over users, so every user is scored by a head that never saw them. The sampled
+protocol ranks the target among {negatives} {sampling}-sampled negatives from outside the history.
+
+Profiling and category preference are probed from frozen representations: the *selection
+users* ({selection:.0%} of the users, chosen by a hash of the user id, shared with Tune's
+checkpoint selection) choose every epoch and weight decay and are never test users; each probe
+seed cuts the other users into probe-train and test users ({train:.0%} / {test:.0%} of all users);
+mean ± std over seeds {seeds}{runs}. Category preference reads events before the cutoff
+{cutoff} (quantile {quantile}) and predicts the categories touched after it; its caveat: the
+encoders and the interest vocabulary were pretrained on every event but each user's last two,
+events after the cutoff included (never the labels as targets), the same for every row, so
+its rows compare with each other but the task is transductive, not a forecast of unseen time.
+Label prevalences are printed under each table; `majority` is the constant predictor.
+
+Every "A vs B" verdict below is a paired bootstrap over the same test users (2,000 replicates,
+95 % percentile interval of Δ; pretraining runs resampled too when there are several): ">"
+or "<" only when the interval excludes 0. Best mean per column in bold.
+"""
+
+
+def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Split, checkpoints: Checkpoints, command: str,
+                  results_md: Path | None = None, footer: str = "", commit: str | None = None,
+                  config: tasks.EvalConfig = tasks.EvalConfig()) -> tuple[str, Path]:
+    """Write RESULTS.md (and ``results_md``), results.csv, results_by_seed.csv, results_by_user.parquet, plots."""
     out.mkdir(parents=True, exist_ok=True)
     summary = report.summarise(rows)
     report.write_csv(out / "results.csv", summary)
     report.write_csv(out / "results_by_seed.csv", pd.DataFrame(rows))
+    with atomic_file(out / "results_by_user.parquet") as tmp:
+        per_user.to_parquet(tmp, index=False)
     images = report.bar_plots(summary, out)
-    curve = report.training_curves({m: p.parent for m, p in checkpoints.items()}, out / "pretraining_curves.png")
+    runs = runs_of(checkpoints)
+    curve = report.training_curves({m: p[0].parent for m, p in runs.items()}, out / "pretraining_curves.png")
     images += [curve] if curve else []
     md_path = results_md or out / "RESULTS.md"
     relative = [str(Path(_relpath(i, md_path.parent))) for i in images]
-    seeds = sorted({r["seed"] for r in rows})
+    next_users = per_user[per_user.task == "next_item"]
+    catalogue = int(summary_value(rows, "catalogue") or 0)
+    protocol = PROTOCOL.format(
+        users=next_users.user_id.nunique(), catalogue=catalogue, pretrain=split.meta["events"]["pretrain"],
+        prefixes=config.head_prefixes, folds=config.head_folds, negatives=config.negatives, sampling=config.negative_sampling,
+        selection=config.fractions[1], train=config.fractions[0], test=config.fractions[2], seeds=list(config.seeds),
+        runs=f" and {max(len(p) for p in runs.values())} pretraining runs" if runs and max(len(p) for p in runs.values()) > 1 else "",
+        cutoff=f"{dt.datetime.fromtimestamp(split.cutoff, dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        quantile=split.meta["config"]["cutoff_quantile"])
     header = (f"# Results — {split.meta['dataset']}\n\n"
-              f"Produced by `{command}` at commit `{commit or git_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
-              f"Split `{split.id}`: leave-one-out (last event test, second-to-last validation) and category-preference cutoff "
-              f"{dt.datetime.fromtimestamp(split.cutoff, dt.timezone.utc):%Y-%m-%d %H:%M} UTC (quantile "
-              f"{split.meta['config']['cutoff_quantile']}); pretraining saw {split.meta['events']['pretrain']:,} events. "
-              f"Probe users split 60/20/20 per seed; mean ± std over seeds {seeds}; choices on validation users, "
-              f"test users scored once. Best mean per column in bold.\n\n"
-              + checkpoint_table(checkpoints))
-    footer = report.findings(summary, split.meta.get("dataset")) + ("\n" + footer if footer else "")
-    text = report.markdown(summary, header, relative, footer)
+              f"Produced by `{command}` at commit `{commit or git_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+              f"split `{split.id}`.\n\n" + protocol + checkpoint_table(checkpoints))
+    footer = report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
+    text = report.markdown(summary, header, relative, footer, per_user=per_user)
     report.write_text(md_path, text)
     if results_md is not None and md_path != out / "RESULTS.md":
-        report.write_text(out / "RESULTS.md", report.markdown(summary, header, [str(Path(_relpath(i, out))) for i in images], footer))
+        report.write_text(out / "RESULTS.md", report.markdown(summary, header, [str(Path(_relpath(i, out))) for i in images], footer,
+                                                              per_user=per_user))
     return text, md_path
 
 
-def checkpoint_table(checkpoints: dict[str, Path]) -> str:
-    lines = ["| method | epochs | steps | users per step | checkpoint |", "|---|---|---|---|---|"]
-    for method, path in checkpoints.items():
-        meta = json.loads((path / "meta.json").read_text())
-        train = meta.get("train", {})
-        per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
-        lines.append(f"| {method} | {meta.get('epoch')} | {meta.get('step')} | {per_worker} × {train.get('num_workers', 1)} "
-                     f"| `{path.parent.name}/{path.name}` |")
-    return "\nPretraining (paper defaults; the run's TensorBoard logs hold the loss per epoch):\n\n" + "\n".join(lines) + "\n" if checkpoints else ""
+def summary_value(rows: list[dict], key: str):
+    return next((r[key] for r in rows if key in r), None)
+
+
+def checkpoint_table(checkpoints: Checkpoints) -> str:
+    lines = ["| method | run | seed | epochs | steps | users per step | checkpoint |", "|---|---|---|---|---|---|---|"]
+    for method, paths in runs_of(checkpoints).items():
+        for k, path in enumerate(paths):
+            meta = read_meta(path)
+            train = meta.get("train", {})
+            per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
+            lines.append(f"| {method} | {k} | {train.get('seed', 0)} | {meta.get('epoch')} | {meta.get('step')} | "
+                         f"{per_worker} × {train.get('num_workers', 1)} | `{path.parent.name}/{path.name}` |")
+    return ("\nPretraining (paper defaults; the run's TensorBoard logs hold the loss per epoch):\n\n" + "\n".join(lines) + "\n"
+            if checkpoints else "")
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -184,10 +264,22 @@ def trained_epochs(checkpoint: Path) -> int:
     return int(json.loads((checkpoint / "meta.json").read_text()).get("epoch", 0))
 
 
-def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path) -> Path:
-    """Pretrain ``method`` (paper defaults) on the split's pretraining part; continue a shorter run of the same name."""
-    result = fit(split.boi("pretrain"), TrainConfig(method=method, epochs=epochs, num_workers=num_workers),
-                 name=f"{method}-eval-{split.id}", storage_path=str(storage), split=split.id)
+def run_name(method: str, split: Split, seed: int = 0) -> str:
+    """The run a ``--pretrain`` evaluation trains ``method`` in (one per pretraining seed)."""
+    return f"{method}-eval-{split.id}" + (f"-seed{seed}" if seed else "")
+
+
+def latest_in_run(storage: Path, name: str, split: Split) -> Path | None:
+    """The most trained checkpoint of run ``name`` pretrained on ``split``, or None."""
+    found = [(read_meta(m.parent).get("epoch", 0), m.parent.stat().st_mtime, m.parent) for m in (storage / name).glob("checkpoint_*/meta.json")
+             if read_meta(m.parent).get("split") == split.id]
+    return max(found)[2] if found else None
+
+
+def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path, seed: int = 0) -> Path:
+    """Pretrain ``method`` (paper defaults, ``seed``) on the split's pretraining part; continue a shorter run of the same name."""
+    result = fit(split.boi("pretrain"), TrainConfig(method=method, epochs=epochs, num_workers=num_workers, seed=seed),
+                 name=run_name(method, split, seed), storage_path=str(storage), split=split.id)
     if result.error:
         raise RuntimeError(f"pretraining {method} failed: {result.error}")
     return Path(result.checkpoint.path)

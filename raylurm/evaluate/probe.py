@@ -113,8 +113,9 @@ def fit(features: Features, targets: np.ndarray, train: np.ndarray, valid: np.nd
         config: ProbeConfig = ProbeConfig(), output_bias: np.ndarray | None = None) -> FittedProbe:
     """Train on ``train`` rows, choose weight decay and epoch by ``select(probe, valid)`` (higher is better).
 
-    ``targets`` row-aligned with ``features``: class indices (``loss="softmax"``) or a 0/1 matrix
-    (``loss="sigmoid"``, multi-label; binary tasks use one column).
+    ``targets`` row-aligned with ``features``: class indices (``loss="softmax"``), a 0/1 matrix
+    (``loss="sigmoid"``, multi-label; binary tasks use one column) or a standardised (n, 1) float
+    matrix (``loss="mse"``, regression).
     """
     if len(np.intersect1d(train, valid)):
         raise ValueError("probe training and validation users overlap")
@@ -132,7 +133,7 @@ def _fit_one(features, targets, train, valid, loss, out_dim, select, seed, confi
     rng = np.random.default_rng(seed)
     model = MLP(features.dim, out_dim, features.sparse, config, output_bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=weight_decay)
-    criterion = nn.CrossEntropyLoss() if loss == "softmax" else nn.BCEWithLogitsLoss()
+    criterion = {"softmax": nn.CrossEntropyLoss, "sigmoid": nn.BCEWithLogitsLoss, "mse": nn.MSELoss}[loss]()
     probe = FittedProbe(model, features, weight_decay, 0, -math.inf)
     best_state, since_best = copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, config.max_epochs + 1):

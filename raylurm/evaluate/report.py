@@ -1,4 +1,9 @@
-"""Results: long-format rows -> mean ± std tables (Markdown, CSV) and PNG plots."""
+"""Results: long-format rows -> mean ± std tables (Markdown, CSV), PNG plots, and paired verdicts.
+
+Tables come from the per-seed rows (``summarise``); every "A vs B" verdict of the findings comes
+from the per-user table (``results_by_user.parquet``) through ``raylurm.evaluate.stats.paired``:
+Δ with its paired-bootstrap interval over the same test users.
+"""
 
 from __future__ import annotations
 
@@ -11,42 +16,58 @@ import numpy as np
 import pandas as pd
 
 from raylurm.data.io import atomic_file
+from raylurm.evaluate import stats
 
 log = logging.getLogger(__name__)
 
 GROUP_ORDER = {"pretrained": 0, "random init": 1, "baseline": 2}
-RANKING = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR"]
+RANKING = [*stats.RANKING, "coverage@10", "pop pct@10"]  # the last two describe top-10 lists, not users
+UNRANKED = frozenset({"pop pct@10"})  # no better direction: no best value in bold
 # public full-ranking leave-one-out anchors on ML-1M (HR@10, NDCG@10), quoted by the issue
 ANCHORS = {"SASRec": (0.2853, 0.1603), "HSTU": (0.3097, 0.1720), "HSTU-large": (0.3294, 0.1893)}
+SUMMARY_COLUMNS = ["task", "target", "model", "group", "metric", "mean", "std", "seeds", "users"]
+CATEGORY = [("mean", "AUC"), ("mean", "accuracy")]
+VERDICTS = (">", "≈", "<")
+AT_CHANCE = "at chance"
 
 
 def summarise(rows: Iterable[dict]) -> pd.DataFrame:
+    """Mean and sample std over the finite values of each (task, target, model, metric); ``seeds`` counts those."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
-        return pd.DataFrame(columns=["task", "target", "model", "group", "metric", "mean", "std", "seeds", "users"])
-    keys = ["task", "target", "model", "group", "metric"]
-    out = frame.groupby(keys, sort=False).agg(mean=("value", "mean"), std=("value", lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0),
-                                               seeds=("value", "size"), users=("users", "first")).reset_index()
-    return out
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame.assign(value=values.where(np.isfinite(values)))
+    out = frame.groupby(["task", "target", "model", "group", "metric"], sort=False).agg(
+        mean=("value", "mean"), std=("value", "std"), seeds=("value", "count"), users=("users", "first")).reset_index()
+    out["std"] = out["std"].where(out["seeds"] != 1, 0.0)  # one finite seed: no spread (all-NaN stays NaN)
+    return out[SUMMARY_COLUMNS]
 
 
 def _cell(mean: float, std: float, best: bool) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if mean is None or math.isnan(mean):
         return "–"
-    text = f"{mean:.4f} ± {std:.4f}"
+    text = f"{mean:.4f} ± {std:.4f}" if math.isfinite(std) else f"{mean:.4f}"
     return f"**{text}**" if best else text
+
+
+def _present(part: pd.DataFrame, columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    have = set(zip(part["target"], part["metric"]))
+    return [c for c in columns if c in have]
 
 
 def _table(summary: pd.DataFrame, task: str, columns: list[tuple[str, str]], models: list[str]) -> str:
     part = summary[summary.task == task]
-    if part.empty:
+    columns = _present(part, columns)
+    if part.empty or not columns:
         return "_not evaluated_\n"
     header = "| model | " + " | ".join(f"{t} {m}".strip() for t, m in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     best = {}
     for target, metric in columns:
-        values = part[(part.target == target) & (part.metric == metric)]
-        best[(target, metric)] = values["mean"].max() if len(values) else math.nan
+        values = part[(part.target == target) & (part.metric == metric)]["mean"]
+        best[(target, metric)] = (math.nan if metric in UNRANKED else values.min() if metric in stats.LOWER_IS_BETTER
+                                  else values.max())
     for model in models:
         cells = []
         for target, metric in columns:
@@ -61,9 +82,10 @@ def _table(summary: pd.DataFrame, task: str, columns: list[tuple[str, str]], mod
     return "\n".join(lines) + "\n"
 
 
-def model_order(summary: pd.DataFrame) -> list[str]:
-    pairs = summary[["model", "group"]].drop_duplicates()
-    return [m for m, _ in sorted(pairs.itertuples(index=False), key=lambda mg: (GROUP_ORDER.get(mg[1], 9),))]
+def model_order(frame: pd.DataFrame) -> list[str]:
+    """Models of a summary or per-user table: pretrained, random init, baselines, each in order of appearance."""
+    pairs = frame[["model", "group"]].drop_duplicates("model")
+    return [m for m, _ in sorted(pairs.itertuples(index=False), key=lambda mg: GROUP_ORDER.get(mg[1], 9))]
 
 
 def profiling_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
@@ -75,20 +97,46 @@ def profiling_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
     return columns
 
 
-def tables(summary: pd.DataFrame) -> dict[str, str]:
+def prevalence(per_user: pd.DataFrame | None, task: str) -> str:
+    """One line: each label's majority-class share among the test users (the accuracy of a constant guess)."""
+    if per_user is None or per_user.empty:
+        return ""
+    part = per_user[(per_user.task == task) & per_user.kind.isin(["binary", "multiclass", "multilabel"])]
+    if part.empty:
+        return ""
+    shares = {}
+    for target, rows in part.groupby("target", sort=False, observed=True):  # every model has the same labels: take one's
+        rows = rows[(rows.model == rows.model.iloc[0]) & (rows.run == rows.run.iloc[0])]
+        shares[str(target)] = float(rows.label.value_counts(normalize=True).max())
+    text = ", ".join(f"{t} {v:.3f}" for t, v in shares.items())
+    if task == "category":
+        text += f"; mean {np.mean(list(shares.values())):.3f}"
+    return f"Majority-class share of the test users (the accuracy of a constant guess): {text}.\n"
+
+
+def tables(summary: pd.DataFrame, per_user: pd.DataFrame | None = None) -> dict[str, str]:
+    """Title -> Markdown table; with ``per_user``, the label prevalences under the profiling and category tables."""
     models = model_order(summary)
+
+    def with_prevalence(table: str, task: str) -> str:
+        line = prevalence(per_user, task) if not table.startswith("_not evaluated_") else ""
+        return table + "\n" + line if line else table
+
     return {
-        "User profiling (test users; MLP probe on frozen representations)": _table(summary, "profiling", profiling_columns(summary), models),
+        "User profiling (test users; MLP probe on frozen representations)":
+            with_prevalence(_table(summary, "profiling", profiling_columns(summary), models), "profiling"),
         "Category preference (input before the cutoff, labels after; mean over categories)":
-            _table(summary, "category", [("mean", "AUC"), ("mean", "accuracy")], models),
-        "Next item, full ranking (all items, history masked)": _table(summary, "next_item", [("full", m) for m in RANKING], models),
-        "Next item, 100 popularity-sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
+            with_prevalence(_table(summary, "category", CATEGORY, models), "category"),
+        "Next item, full ranking (all items, history masked)":
+            _table(summary, "next_item", [("full", m) for m in RANKING], models),
+        "Next item, sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
     }
 
 
-def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str = "") -> str:
+def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str = "",
+             per_user: pd.DataFrame | None = None) -> str:
     parts = [header.rstrip() + "\n"]
-    for title, table in tables(summary).items():
+    for title, table in tables(summary, per_user).items():
         parts.append(f"### {title}\n\n{table}")
     if images:
         parts.append("### Plots\n\n" + "\n".join(f"![{Path(i).stem}]({i})" for i in images) + "\n")
@@ -124,15 +172,16 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
 
     panels = {
         "profiling": profiling_columns(summary),
-        "category": [("mean", "AUC"), ("mean", "accuracy")],
-        "next_item_full": [("full", m) for m in RANKING],
-        "next_item_sampled": [("sampled", m) for m in RANKING],
+        "category": CATEGORY,
+        "next_item_full": [("full", m) for m in stats.RANKING],
+        "next_item_sampled": [("sampled", m) for m in stats.RANKING],
     }
     models = model_order(summary)
     paths = []
     for name, columns in panels.items():
         task = "next_item" if name.startswith("next_item") else name
         part = summary[summary.task == task]
+        columns = _present(part, columns)
         present = [m for m in models if (part.model == m).any()]
         if part.empty or not columns or not present:
             continue
@@ -147,8 +196,8 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
             group = part[part.model == model]["group"].iloc[0]
             ax.bar(np.arange(len(columns)) + k * width, means, width, yerr=stds, label=model, capsize=2,
                    hatch="//" if group == "random init" else None, alpha=0.6 if group == "baseline" else 1.0)
-        ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, [f"{t} {m}" if t not in ("full", "sampled", "mean") else m for t, m in columns],
-                      rotation=30, ha="right")
+        labels = [f"{t} {m}" if t not in ("full", "sampled", "mean") else m for t, m in columns]
+        ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, labels, rotation=30, ha="right")
         ax.set_title(name.replace("_", " "))
         ax.legend(fontsize=7, ncol=2)
         ax.grid(axis="y", alpha=0.3)
@@ -193,68 +242,151 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
     return path
 
 
-def _mean_std(summary: pd.DataFrame, task: str, target: str, model: str, metric: str) -> tuple[float, float]:
+def _mean(summary: pd.DataFrame, task: str, target: str, model: str, metric: str) -> float:
     row = summary[(summary.task == task) & (summary.target == target) & (summary.model == model) & (summary.metric == metric)]
-    return (float(row["mean"].iloc[0]), float(row["std"].iloc[0])) if len(row) else (math.nan, math.nan)
+    return float(row["mean"].iloc[0]) if len(row) else math.nan
 
 
-def headline_metrics(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(task, target, metric) of every representation-quality number: profiling, category mean, next item."""
-    out = [("profiling", t, m) for t, m in profiling_columns(summary)]
-    out += [("category", "mean", "AUC"), ("category", "mean", "accuracy")]
-    out += [("next_item", "full", "NDCG@10"), ("next_item", "sampled", "NDCG@10")]
-    return [k for k in out if not summary[(summary.task == k[0]) & (summary.target == k[1]) & (summary.metric == k[2])].empty]
+def _number(value: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def comparison(summary: pd.DataFrame, left: str, right: str, tolerance: float = 0.01) -> tuple[str, dict]:
-    """Δ = left − right per headline metric; "≈" when |Δ| <= max(tolerance, 2 × pooled std over seeds)."""
-    lines = [f"| metric | {left} | {right} | Δ | verdict |", "|---|---|---|---|---|"]
-    counts = {">": 0, "≈": 0, "<": 0}
-    for task, target, metric in headline_metrics(summary):
-        (a, sa), (b, sb) = _mean_std(summary, task, target, left, metric), _mean_std(summary, task, target, right, metric)
-        if math.isnan(a) or math.isnan(b):
+def headline_metrics(per_user: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(task, target, metric) of every representation-quality number the per-user table can test.
+
+    Profiling: every per-user metric of each label (AUC, accuracy, balanced accuracy; MAE, R², Spearman);
+    category: mean AUC and accuracy; next item: full NDCG@10 and HR@10, sampled NDCG@10."""
+    if per_user is None or per_user.empty:
+        return []
+    out = []
+    profiling = per_user[per_user.task == "profiling"].drop_duplicates("target")
+    for target, kind in zip(profiling.target, profiling.kind):
+        out += [("profiling", str(target), m) for m in stats.METRICS_BY_KIND.get(str(kind), ())]
+    if (per_user.task == "category").any():
+        out += [("category", stats.MEAN, "AUC"), ("category", stats.MEAN, "accuracy")]
+    protocols = set(per_user[per_user.task == "next_item"].target)
+    out += [("next_item", p, m) for p, m in (("full", "NDCG@10"), ("full", "HR@10"), ("sampled", "NDCG@10")) if p in protocols]
+    return out
+
+
+def _name(task: str, target: str, metric: str) -> str:
+    return f"{task.replace('_', ' ')} {'' if target == stats.MEAN else target} {metric}".replace("  ", " ")
+
+
+def _interval(result: stats.Paired) -> str:
+    return f"{result.delta:+.4f} [{result.low:+.4f}, {result.high:+.4f}]"
+
+
+def _p(p: float) -> str:
+    return "–" if not math.isfinite(p) else f"{p:.3f}"
+
+
+def _at_chance(per_user: pd.DataFrame, key: tuple[str, str, str], model: str, cache: dict, n_boot: int) -> bool:
+    """Whether ``model`` is not above the constant "majority" predictor on this accuracy metric (memoised in ``cache``)."""
+    if (*key, model) not in cache:
+        cache[(*key, model)] = bool(stats.at_chance(per_user, *key, model, n_boot=n_boot))
+    return cache[(*key, model)]
+
+
+def comparison(per_user: pd.DataFrame, left: str, right: str, metrics: list[tuple[str, str, str]] | None = None, *,
+               n_boot: int = 2000, level: float = 0.95, chance: dict | None = None) -> tuple[str, dict[str, int]]:
+    """Markdown table of ``left`` − ``right`` per (task, target, metric) with paired-bootstrap intervals, and verdict counts.
+
+    Counts hold ">", "≈", "<" and, apart, "at chance": accuracies where neither side beats the "majority"
+    predictor (shown, not counted as a verdict). ``chance`` memoises those checks across calls."""
+    chance = {} if chance is None else chance
+    lines = [f"| metric | {left} | {right} | Δ [{level * 100:g} % CI] | p | verdict |", "|---|---|---|---|---|---|"]
+    counts = dict.fromkeys([*VERDICTS, AT_CHANCE], 0)
+    if per_user is None or per_user.empty:
+        return "\n".join(lines) + "\n", counts
+    for key in headline_metrics(per_user) if metrics is None else metrics:
+        result = stats.paired(per_user, *key, left, right, n_boot=n_boot, level=level)
+        if not math.isfinite(result.delta):
             continue
-        delta, band = a - b, max(tolerance, 2 * math.sqrt((sa ** 2 + sb ** 2) / 2))
-        verdict = "≈" if abs(delta) <= band else (">" if delta > 0 else "<")
-        counts[verdict] += 1
-        name = f"{task.replace('_', ' ')} {'' if target == 'mean' else target} {metric}".replace("  ", " ")
-        lines.append(f"| {name} | {a:.4f} | {b:.4f} | {delta:+.4f} | {left} {verdict} {right} |")
+        if key[2] in stats.ACCURACY and all(_at_chance(per_user, key, m, chance, n_boot) for m in (left, right)):
+            verdict, counts[AT_CHANCE] = AT_CHANCE, counts[AT_CHANCE] + 1
+        else:
+            verdict = f"{left} {result.verdict} {right}"
+            counts[result.verdict] += 1
+        lines.append(f"| {_name(*key)} | {result.a:.4f} | {result.b:.4f} | {_interval(result)} | {_p(result.p_value)} "
+                     f"| {verdict} |")
     return "\n".join(lines) + "\n", counts
 
 
-def findings(summary: pd.DataFrame, dataset: str | None) -> str:
-    """Computed comparisons: public anchors (ML-1M), the LURM paper's claims, pretrained vs random init."""
-    models = model_order(summary)
+def method_line(n_boot: int = 2000, level: float = 0.95) -> str:
+    """How every verdict is computed, in one line."""
+    return (f"Verdicts: paired bootstrap over the same test users ({n_boot:,} replicates resampling every seed's test "
+            f"users, and a model's pretraining runs when it has more than one); Δ = left − right with its {level * 100:g} % "
+            "percentile interval and two-sided bootstrap p; > / < when the interval excludes 0 on the better / worse side "
+            "(MAE: lower is better), ≈ otherwise; accuracies where neither side beats the majority-class predictor: at chance, "
+            "not counted.")
+
+
+def _counts_table(per_user: pd.DataFrame, pairs: list[tuple[str, str]], chance: dict, n_boot: int) -> str:
+    """One row of verdict counts over the headline metrics per (method, the model it is compared with)."""
+    rows = ["| method | better | ≈ | worse | at chance |", "|---|---|---|---|---|"]
+    for model, other in pairs:
+        counts = comparison(per_user, model, other, n_boot=n_boot, chance=chance)[1]
+        rows.append(f"| {model} | {counts['>']} | {counts['≈']} | {counts['<']} | {counts[AT_CHANCE]} |")
+    return "\n".join(rows) + "\n"
+
+
+def _anchors(summary: pd.DataFrame, models: list[str]) -> str:
+    lines = ["| model | HR@10 | NDCG@10 | HR@10 / SASRec | NDCG@10 / SASRec |", "|---|---|---|---|---|"]
+    base_hr, base_ndcg = ANCHORS["SASRec"]
+    for name, (hr, ndcg) in ANCHORS.items():
+        lines.append(f"| {name} (published) | {hr:.4f} | {ndcg:.4f} | {hr / base_hr:.2f} | {ndcg / base_ndcg:.2f} |")
+    for model in models:
+        hr, ndcg = (_mean(summary, "next_item", "full", model, m) for m in ("HR@10", "NDCG@10"))
+        if math.isfinite(hr):
+            lines.append(f"| {model} | {hr:.4f} | {_number(ndcg)} | {hr / base_hr:.2f} | {_number(ndcg / base_ndcg, 2)} |")
+    return ("### Next item against public full-ranking anchors (ML-1M, leave-one-out)\n\n" + "\n".join(lines) + "\n\n"
+            "The anchors train their sequence model end to end for next-item prediction on every user and rank "
+            "the full catalogue; here the representations are frozen and ranked by their own pretrained scorer "
+            "(ATRank, DSS) or by a softmax head fitted on other users. Same protocol for every row below the anchors, "
+            "so those rows compare with each other exactly and with the anchors only roughly.\n")
+
+
+def _versus_popularity(per_user: pd.DataFrame, models: list[str], n_boot: int) -> str:
+    keys = [k for k in headline_metrics(per_user) if k[0] == "next_item"]
+    rows = ["| model | " + " | ".join(_name(*k).removeprefix("next item ") for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for model in models:
+        results = [stats.paired(per_user, *k, model, "popularity", n_boot=n_boot) for k in keys]
+        if any(math.isfinite(r.delta) for r in results):
+            cells = [f"{_interval(r)} {r.verdict}" if math.isfinite(r.delta) else "–" for r in results]
+            rows.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def findings(summary: pd.DataFrame, per_user: pd.DataFrame | None, dataset: str | None, *, n_boot: int = 2000) -> str:
+    """Computed comparisons: public anchors (ML-1M), the LURM paper's claims, pretrained vs random init, vs SASRec and
+    popularity — every verdict a paired bootstrap over the per-user results."""
     parts = ["## Findings (computed from the tables above)\n"]
     if dataset == "ml-1m" and not summary[summary.task == "next_item"].empty:
-        lines = ["| model | HR@10 | NDCG@10 | HR@10 / SASRec | NDCG@10 / SASRec |", "|---|---|---|---|---|"]
-        for name, (hr, ndcg) in ANCHORS.items():
-            lines.append(f"| {name} (published) | {hr:.4f} | {ndcg:.4f} | {hr / ANCHORS['SASRec'][0]:.2f} | {ndcg / ANCHORS['SASRec'][1]:.2f} |")
-        for model in models:
-            hr, _ = _mean_std(summary, "next_item", "full", model, "HR@10")
-            ndcg, _ = _mean_std(summary, "next_item", "full", model, "NDCG@10")
-            if not math.isnan(hr):
-                lines.append(f"| {model} | {hr:.4f} | {ndcg:.4f} | {hr / ANCHORS['SASRec'][0]:.2f} | {ndcg / ANCHORS['SASRec'][1]:.2f} |")
-        parts.append("### Next item against public full-ranking anchors (ML-1M, leave-one-out)\n\n" + "\n".join(lines) + "\n\n"
-                     "The anchors train their sequence model end to end for next-item prediction on every user and rank "
-                     "the full catalogue; here the representations are frozen, ranked by their own pretrained scorer "
-                     "(ATRank, DSS) or by a softmax head trained on 60 % of the users (everything else), and scored on "
-                     "the 20 % test users. Same protocol for every row below the anchors, so those rows compare with each "
-                     "other exactly and with the anchors only roughly.\n")
+        parts.append(_anchors(summary, model_order(summary)))
+    if per_user is None or per_user.empty:
+        return "\n".join(parts)
+    per_user = stats.compact(per_user)
+    models = model_order(per_user)
+    rule, chance = method_line(n_boot), {}
     if "lurm" in models:
         for other, claim in (("raw BoI", "LURM ≈ raw BoI"), ("TF-IDF", "LURM > TF-IDF")):
             if other in models:
-                table, counts = comparison(summary, "lurm", other)
-                parts.append(f"### LURM paper claim: {claim}\n\n{table}\nOver {sum(counts.values())} metrics: "
-                             f"lurm > {other} on {counts['>']}, ≈ on {counts['≈']}, < on {counts['<']} "
-                             "(≈: |Δ| ≤ max(0.01, 2 × pooled std over seeds)).\n")
-    rows = []
-    for model in models:
-        twin = f"{model} (random init)"
-        if twin in models:
-            _, counts = comparison(summary, model, twin)
-            rows.append(f"| {model} | {counts['>']} | {counts['≈']} | {counts['<']} |")
-    if rows:
+                table, counts = comparison(per_user, "lurm", other, n_boot=n_boot, chance=chance)
+                parts.append(f"### LURM paper claim: {claim}\n\n{rule}\n\n{table}\nOver {sum(counts[v] for v in VERDICTS)} "
+                             f"metrics: lurm > {other} on {counts['>']}, ≈ on {counts['≈']}, < on {counts['<']}"
+                             f"{f'; {counts[AT_CHANCE]} more at chance' if counts[AT_CHANCE] else ''}.\n")
+    twins = [(m, f"{m} (random init)") for m in models if f"{m} (random init)" in models]
+    if twins:
         parts.append("### Does pretraining help? (pretrained vs its own initial weights, headline metrics)\n\n"
-                     "| method | better | ≈ | worse |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+                     f"{rule}\n\n{_counts_table(per_user, twins, chance, n_boot)}")
+    if "sasrec" in models:
+        methods = [m for m in models if m != "sasrec" and per_user.loc[per_user.model == m, "group"].iloc[0] == "pretrained"]
+        if methods:
+            parts.append("### Methods vs the SASRec baseline (headline metrics)\n\n"
+                         f"{rule}\n\n{_counts_table(per_user, [(m, 'sasrec') for m in methods], chance, n_boot)}")
+    if "popularity" in models and (per_user.task == "next_item").any():
+        others = [m for m in models if m not in ("popularity", stats.MAJORITY)]
+        parts.append("### Next item vs popularity (Δ = model − popularity)\n\n"
+                     f"{rule}\n\n{_versus_popularity(per_user, others, n_boot)}")
     return "\n".join(parts)

@@ -101,7 +101,7 @@ def encode(checkpoint: str | os.PathLike, parts: dict[str, Path], random_init_se
     A part's ``scores`` rows are aligned with its users; users without scores get a row of NaN."""
     import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
-    marker = {part: f"/{Path(boi).name}/users/" for part, boi in parts.items()}
+    marker = {part: f"/{Path(boi).parent.name}/{Path(boi).name}/users/" for part, boi in parts.items()}
     if len(set(marker.values())) != len(marker):
         raise ValueError(f"BoI directories need distinct names to be told apart: {sorted(parts.values())}")
     workers = max(1, int(ray.available_resources().get("CPU", 1)) - 1)

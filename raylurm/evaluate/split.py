@@ -3,31 +3,60 @@
 One split serves all three tasks, so one pretraining run per method is evaluated on all of them:
 
 * **next item, leave-one-out** — each user's last event is the test target, the second-to-last
-  the validation target (ties in time are broken by the order of the event log);
+  the validation target (the order within a user: :data:`TIE_RULE`, below);
 * **category preference** — a global cutoff time ``T`` (the ``cutoff_quantile`` of all event
-  times); the label window is every event at or after ``T``.
+  times); the input is every event before ``T``, the labels the categories of the items each user
+  touched at or after ``T``.
 
-``pretrain`` = events before ``T`` minus each user's last two events — it holds no held-out event
-of either task. The item embeddings and the interest vocabulary are learnt from it too (they
-are part of pretraining). Every other input is a BoI built with that same vocabulary:
+``pretrain`` = every event but each user's last two — what the public leave-one-out anchors
+(SASRec, HSTU) train on. It holds no held-out event of the next-item task. The item embeddings
+and the interest vocabulary are learnt from it too (they are part of pretraining). Every other
+input is a BoI built with that same vocabulary:
 
-=================  ==========================================  ==============================
+=================  ==========================================  ===================================
 part               events                                       used for
-=================  ==========================================  ==============================
-``pretrain``       t < T, without each user's last two          pretraining (``--split``)
-``history``        all but each user's last two                 profiling; next-item validation
+=================  ==========================================  ===================================
+``pretrain``       all but each user's last two                 pretraining (``--split``)
+``history``        the same events: the ``pretrain`` directory  profiling; next-item validation;
+                                                                Tune's validation metric
 ``history_test``   all but each user's last one                 next-item test
 ``before_cutoff``  t < T                                        category preference input
-=================  ==========================================  ==============================
+=================  ==========================================  ===================================
+
+``history`` and ``pretrain`` hold the same events, so they are one directory (one BoI build):
+``split.json``'s ``parts`` maps every part name to its ``datasets/`` and ``boi/`` directory, and
+:meth:`Split.dataset` / :meth:`Split.boi` resolve through it.
+
+**Category preference is transductive, not a forecast.** Its input stops at ``T`` and its labels
+(``future.parquet``) come from events at or after ``T`` — but pretraining (the encoder, the item
+embeddings and the interest vocabulary) saw those later events as unlabelled interactions, all
+but each user's last two. It never saw the label table itself, and the caveat is the same for
+every row (every method, every baseline, every seed), so rows compare with each other; what is
+measured is how well a representation of the history before ``T`` recovers preferences that the
+encoder was fitted on, not how well it predicts an unseen future.
 
 Inputs may contain events pretraining never saw (inference on new data); no input contains the
 target it is scored on. ``targets.parquet`` holds each user's held-out items and
 ``future.parquet`` the categories each user touched at or after ``T``.
 
+**The order within a user** (:data:`TIE_RULE`): by timestamp, then by item — its row in the
+dataset's ``items.parquet``, which is its vocabulary index (the item embeddings keep the items
+table's rows, the vocabulary keeps theirs; on ML-1M that is MovieID order, not the order of the
+title that is the item id) — then by behaviour (its index in the dataset's behaviours, most
+frequent first, as a BoI manifest's ``behaviors``). :func:`raylurm.boi.pipeline.build_user_rows`
+sorts by (timestamp, vocabulary index, behaviour index), the same rule, so the two held-out
+items of a user whose last events share a second (2,544 of ML-1M's 6,040 users) are the last
+two items of the BoI's sequence of all their events. Events the rule does not separate are
+identical in (user, time, item, behaviour), so which of them is held out changes nothing. (A
+part's BoI indexes behaviours by their frequency in that part; where that order differs from the
+whole dataset's, only events of the same item in the same second can swap — never a target.)
+
 Layout: ``$RAYLURM_HOME/splits/<dataset>-<id>/{split.json, targets.parquet, future.parquet,
-datasets/<part>/, boi/<part>/}``; ``id`` hashes the dataset's manifest and the split config, and
-checkpoints record it (``raylurm.pretrain --split``) so the evaluator can refuse a checkpoint
-that saw held-out events.
+datasets/<directory>/, boi/<directory>/}``; ``id`` hashes the dataset's manifest, a digest of its
+events (the multiset of (user, time, item, behaviour), independent of the log's order and
+sharding), the items table's order and categories (they decide ties and category labels), the
+tie rule and the split config. Checkpoints record it (``raylurm.pretrain --split``) so the
+evaluator can refuse a checkpoint that saw held-out events.
 """
 
 from __future__ import annotations
@@ -49,6 +78,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from raylurm.boi.build import BuildConfig, build
+from raylurm.boi.pipeline import behaviors_of
 from raylurm.config import typed_config
 from raylurm.data.errors import DataError
 from raylurm.data.io import atomic_dir
@@ -57,7 +87,12 @@ from raylurm.data.prepare import data_home, load_manifest
 log = logging.getLogger(__name__)
 
 PARTS = ("pretrain", "history", "history_test", "before_cutoff")
+#: the directory under ``datasets/`` and ``boi/`` holding each part (``history`` = ``pretrain``'s events)
+DIRECTORIES = {"pretrain": "pretrain", "history": "pretrain", "history_test": "history_test", "before_cutoff": "before_cutoff"}
 HOLDOUT = 2  # leave-one-out: validation + test event per user
+TIE_RULE = "within a user: timestamp, then item (vocabulary index = row in items.parquet), then behaviour (most frequent first)"
+VERSION = 2  # 1: pretrain = before T minus the last two, ties by log order, no events digest
+EVENT_COLUMNS = ("user_id", "timestamp", "item_id", "behavior")
 
 
 @typed_config
@@ -81,11 +116,24 @@ class Split:
     def cutoff(self) -> int:
         return int(self.meta["cutoff"])
 
+    def _location(self, part: str, kind: str) -> Path:
+        """``<root>/<kind>/<directory>`` of ``part`` (kind: "datasets" or "boi"), as ``split.json``'s ``parts`` says."""
+        if part not in PARTS:
+            raise ValueError(f"unknown split part {part!r}; parts: {', '.join(PARTS)}")
+        entry = self.meta.get("parts", {}).get(part)
+        if isinstance(entry, dict):  # version 2: {"dataset": "datasets/<dir>", "boi": "boi/<dir>"}
+            return self.root / entry["dataset" if kind == "datasets" else "boi"]
+        if isinstance(entry, str):  # version 1: "boi/<part>", one directory per part
+            return self.root / kind / Path(entry).name
+        return self.root / kind / DIRECTORIES[part]
+
     def dataset(self, part: str) -> Path:
-        return self.root / "datasets" / part
+        """The prepared dataset of ``part`` (``history`` resolves to the ``pretrain`` directory)."""
+        return self._location(part, "datasets")
 
     def boi(self, part: str) -> Path:
-        return self.root / "boi" / part
+        """The BoI of ``part`` (``history`` resolves to the ``pretrain`` directory)."""
+        return self._location(part, "boi")
 
     @property
     def targets(self) -> Path:
@@ -108,27 +156,122 @@ class Split:
         return cls(root, json.loads(path.read_text()))
 
 
-def split_id(dataset_dir: Path, config: SplitConfig) -> str:
+def split_key(dataset_dir: Path, config: SplitConfig) -> dict:
+    """What the split id hashes: manifest counts, events and items digests, tie rule, holdout, config."""
+    dataset_dir = Path(dataset_dir)
     manifest = load_manifest(dataset_dir)
-    key = {"dataset": {k: manifest.get(k) for k in ("name", "counts", "time_span", "id_types")},
-           "config": dataclasses.asdict(config), "holdout": HOLDOUT, "version": 1}
+    return {"dataset": {k: manifest.get(k) for k in ("name", "counts", "time_span", "id_types")},
+            "events_digest": events_digest(dataset_dir), "items_digest": items_digest(dataset_dir),
+            "config": dataclasses.asdict(config), "holdout": HOLDOUT, "tie_rule": TIE_RULE, "version": VERSION}
+
+
+def _id_of(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def split_id(dataset_dir: Path, config: SplitConfig) -> str:
+    """12 hex digits of :func:`split_key`."""
+    return _id_of(split_key(dataset_dir, config))
+
+
 def default_root(dataset_dir: Path, config: SplitConfig) -> Path:
+    return _root_of(Path(dataset_dir), split_id(dataset_dir, config))
+
+
+def _root_of(dataset_dir: Path, sid: str) -> Path:
     name = load_manifest(dataset_dir).get("name") or dataset_dir.name
-    return data_home() / "splits" / f"{name}-{split_id(dataset_dir, config)}"
+    return data_home() / "splits" / f"{name}-{sid}"
+
+
+def events_digest(dataset_dir: Path) -> str:
+    """sha256 of the events as a multiset: the (user, time, item, behaviour) columns sorted by all four.
+
+    The log's order and sharding do not change it; any changed, added or removed event does.
+    About 1 s for ML-1M's 1M events on 2 busy cores (read 0.3 s, sort 0.4 s, take 0.2 s, hash 0.15 s)."""
+    events = _read_table(Path(dataset_dir) / "events", list(EVENT_COLUMNS))
+    events = events.take(pc.sort_indices(events, [(c, "ascending") for c in EVENT_COLUMNS]))
+    h = hashlib.sha256()
+    for name in EVENT_COLUMNS:
+        _update(h, name, events[name])
+    return h.hexdigest()[:16]
+
+
+def items_digest(dataset_dir: Path) -> str | None:
+    """sha256 of ``items.parquet``'s item ids in row order (the tie rule) and categories (the labels)."""
+    path = Path(dataset_dir) / "items.parquet"
+    if not path.exists():
+        return None
+    names = pq.read_schema(path).names
+    items = _read_table(path, [c for c in ("item_id", "category") if c in names])
+    h = hashlib.sha256()
+    for name in items.column_names:
+        _update(h, name, items[name])
+    return h.hexdigest()[:16]
+
+
+def _update(h, name: str, column: pa.ChunkedArray | pa.Array) -> None:
+    """Feed one column's values (not its chunking or buffer layout) into ``h``."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    h.update(f"{name}:{array.type}:{len(array)}:{array.null_count};".encode())
+    if array.null_count:
+        h.update(np.asarray(pc.is_null(array).to_numpy(zero_copy_only=False)).tobytes())
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        h.update(lengths.tobytes())
+        _update(h, f"{name}.values", pc.list_flatten(array))
+    elif pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_binary(array.type):
+        array = pc.fill_null(array, "").cast(pa.large_binary())
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset:array.offset + len(array) + 1]
+        h.update((offsets - offsets[0]).tobytes())
+        h.update(memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]] if len(array) else b"")
+    elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
+        h.update(np.ascontiguousarray(pc.fill_null(array, False if pa.types.is_boolean(array.type) else 0)
+                                      .to_numpy(zero_copy_only=False)).tobytes())
+    else:
+        h.update(json.dumps(array.to_pylist(), default=str).encode())
+
+
+def _read_table(path: Path, columns: list[str] | None) -> pa.Table:
+    """Read ``columns`` (None: all) of a Parquet file or directory; a missing or unreadable input is a DataError naming it."""
+    if not path.exists():
+        raise DataError("missing: a prepared dataset has an events/ directory (and items.parquet for a BoI)", file=str(path))
+    try:
+        return pads.dataset(path, format="parquet").to_table(columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, KeyError) as err:
+        what = f"columns {', '.join(columns)}" if columns else "it"
+        raise DataError(f"cannot read {what} as Parquet: {err}", file=str(path)) from None
 
 
 def read_events(dataset_dir: Path) -> pa.Table:
-    """All events with a ``_row`` column (the log's order, the tie-break for equal timestamps)."""
-    table = pads.dataset(dataset_dir / "events", format="parquet").to_table()
-    return table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    """All events plus the tie-break columns of :data:`TIE_RULE`: ``_item`` and ``_behavior``.
+
+    ``_item`` is the item's row in ``items.parquet`` = its vocabulary index (-1 for an item not in
+    the table, which is then ordered by its id); ``_behavior`` its behaviour's index, most frequent
+    first (:func:`raylurm.boi.pipeline.behaviors_of`, the BoI manifest's ``behaviors``)."""
+    dataset_dir = Path(dataset_dir)
+    table = _read_table(dataset_dir / "events", None)
+    missing = set(EVENT_COLUMNS) - set(table.column_names)
+    if missing:
+        raise DataError(f"events lack column(s) {', '.join(sorted(missing))}", file=str(dataset_dir / "events"))
+    items_path = dataset_dir / "items.parquet"
+    if items_path.exists():
+        items = _read_table(items_path, ["item_id"])["item_id"].combine_chunks()
+        if items.type != table.schema.field("item_id").type:
+            raise DataError(f"item_id is {items.type} here but {table.schema.field('item_id').type} in the events",
+                            file=str(items_path), column="item_id")
+        item = pc.index_in(table["item_id"], value_set=items)
+    else:
+        item = pa.nulls(table.num_rows, pa.int32())
+    behaviors = pa.array(behaviors_of(dataset_dir), pa.string())
+    behavior = pc.index_in(table["behavior"], value_set=behaviors)
+    return table.append_column("_item", pc.fill_null(item, -1).cast(pa.int64())).append_column(
+        "_behavior", pc.fill_null(behavior, -1).cast(pa.int64()))
 
 
 def rank_from_end(events: pa.Table) -> tuple[pa.Table, np.ndarray]:
-    """Events sorted by (user, time, log order) and each event's position from its user's end (0 = last)."""
-    events = events.take(pc.sort_indices(events, [("user_id", "ascending"), ("timestamp", "ascending"), ("_row", "ascending")]))
+    """Events sorted by user then :data:`TIE_RULE`, and each event's position from its user's end (0 = last)."""
+    keys = ["user_id", "timestamp", "_item", "item_id", "_behavior", "behavior"]
+    events = events.take(pc.sort_indices(events, [(k, "ascending") for k in keys]))
     users = events["user_id"].combine_chunks()
     n = len(users)
     if n == 0:
@@ -145,14 +288,16 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
                 build_config=None) -> Split:
     """Create (once) the split of a prepared dataset: parts, targets, label windows and their BoI."""
     dataset_dir = Path(dataset)
-    root = Path(root) if root else default_root(dataset_dir, config)
+    key = split_key(dataset_dir, config)  # the events digest: once per call
+    sid = _id_of(key)
+    root = Path(root) if root else _root_of(dataset_dir, sid)
     if (root / "split.json").exists():
         split = Split.load(root)
-        if split.id != split_id(dataset_dir, config):
-            raise DataError(f"split directory holds split {split.id}, not {split_id(dataset_dir, config)}", file=str(root))
+        if split.id != sid:
+            raise DataError(f"split directory holds split {split.id}, not {sid}", file=str(root))
         return split
     with atomic_dir(root, overwrite=False) as tmp:
-        meta = _write_parts(dataset_dir, config, tmp)
+        meta = _write_parts(dataset_dir, config, tmp, key)
         _build_bois(tmp, build_config)
         meta["vocabulary_hash"] = json.loads((tmp / "boi" / "pretrain" / "manifest.json").read_text())["vocabulary_hash"]
         (tmp / "split.json").write_text(json.dumps(meta, indent=2))
@@ -160,41 +305,41 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
     return Split.load(root)
 
 
-def _write_parts(dataset_dir: Path, config: SplitConfig, out: Path) -> dict:
+def _write_parts(dataset_dir: Path, config: SplitConfig, out: Path, key: dict | None = None) -> dict:
+    dataset_dir = Path(dataset_dir)
+    key = key or split_key(dataset_dir, config)
     events, from_end = rank_from_end(read_events(dataset_dir))
     if events.num_rows == 0:
         raise DataError("the dataset has no events to split", file=str(dataset_dir / "events"))
     timestamps = events["timestamp"].to_numpy()
     cutoff = int(np.quantile(timestamps, config.cutoff_quantile, method="higher"))
     before = timestamps < cutoff
-    parts = {
-        "pretrain": before & (from_end >= HOLDOUT),
-        "history": from_end >= HOLDOUT,
-        "history_test": from_end >= 1,
-        "before_cutoff": before,
-    }
-    counts = {}
-    for part, mask in parts.items():
-        _write_dataset(dataset_dir, out / "datasets" / part, events.filter(pa.array(mask)).drop_columns(["_row"]), part)
-        counts[part] = int(mask.sum())
-    _write_targets(events, from_end, out / "targets.parquet")
-    _write_future(dataset_dir, events.filter(pa.array(~before)), out / "future.parquet")
+    masks = {"pretrain": from_end >= HOLDOUT, "history_test": from_end >= 1, "before_cutoff": before}
+    plain = events.drop_columns(["_item", "_behavior"])
+    for directory, mask in masks.items():
+        shared = [p for p in PARTS if DIRECTORIES[p] == directory]
+        _write_dataset(dataset_dir, out / "datasets" / directory, plain.filter(pa.array(mask)), directory, shared)
+    _write_targets(plain, from_end, out / "targets.parquet")
+    _write_future(dataset_dir, plain.filter(pa.array(~before)), out / "future.parquet")
     manifest = load_manifest(dataset_dir)
-    return {"id": split_id(dataset_dir, config), "dataset": manifest.get("name"), "dataset_dir": str(dataset_dir.resolve()),
-            "config": dataclasses.asdict(config), "holdout": HOLDOUT, "cutoff": cutoff, "events": counts,
-            "parts": {p: f"boi/{p}" for p in PARTS}}
+    return {"id": _id_of(key), "version": VERSION, "dataset": manifest.get("name"),
+            "dataset_dir": str(dataset_dir.resolve()), "config": dataclasses.asdict(config), "holdout": HOLDOUT,
+            "tie_rule": TIE_RULE, "events_digest": key["events_digest"], "items_digest": key["items_digest"],
+            "cutoff": cutoff, "events": {p: int(masks[DIRECTORIES[p]].sum()) for p in PARTS},
+            "parts": {p: {"dataset": f"datasets/{DIRECTORIES[p]}", "boi": f"boi/{DIRECTORIES[p]}"} for p in PARTS}}
 
 
-def _write_dataset(source: Path, out: Path, events: pa.Table, part: str) -> None:
+def _write_dataset(source: Path, out: Path, events: pa.Table, directory: str, parts: list[str]) -> None:
     (out / "events").mkdir(parents=True)
     pq.write_table(events, out / "events" / "part-00000.parquet")
     for name in ("items.parquet", "users.parquet"):
         if (source / name).exists():
             shutil.copyfile(source / name, out / name)
     manifest = load_manifest(source)
-    manifest["name"] = f"{manifest.get('name') or source.name}:{part}"
+    manifest["name"] = f"{manifest.get('name') or source.name}:{directory}"
     manifest["counts"] = {**manifest.get("counts", {}), "events": events.num_rows}
-    manifest["split_part"] = part
+    manifest["split_part"] = directory
+    manifest["split_parts"] = parts  # every part name this directory serves
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -229,10 +374,10 @@ def _write_future(dataset_dir: Path, after: pa.Table, path: Path) -> None:
 
 
 def _build_bois(root: Path, build_config=None) -> None:
-    """BoI of every part: the pretraining part learns embeddings and vocabulary, the others reuse them."""
+    """BoI of every directory: the pretraining part learns embeddings and vocabulary, the others reuse them."""
     config = build_config or BuildConfig()
     build(root / "datasets" / "pretrain", root / "boi" / "pretrain", config)
     skip = dataclasses.replace(config, boi=dataclasses.replace(config.boi, on_unknown_items="skip"))
-    for part in PARTS[1:]:
-        # items first seen after the pretraining part may lack an interest with co-occurrence embeddings: skip them
-        build(root / "datasets" / part, root / "boi" / part, skip, vocabulary_dir=root / "boi" / "pretrain" / "vocabulary")
+    for directory in sorted(set(DIRECTORIES.values()) - {"pretrain"}):
+        # items first seen in a held-out event may lack an interest with co-occurrence embeddings: skip them
+        build(root / "datasets" / directory, root / "boi" / directory, skip, vocabulary_dir=root / "boi" / "pretrain" / "vocabulary")

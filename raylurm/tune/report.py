@@ -146,7 +146,9 @@ def _other_ablations(trials: dict[str, list[Trial]]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------ test metrics
 def test_metrics(experiment: Path, record: dict, best: dict[str, Trial]) -> dict[str, dict]:
-    """Evaluator metrics (probe seed 0) of each method's chosen checkpoint, computed once and cached."""
+    """Evaluator metrics (probe seed 0) of each method's chosen checkpoint, computed once and cached.
+
+    Tune chose on the selection users (``raylurm.evaluate.cohorts``), which no probe seed tests on."""
     cache_path = experiment / TEST_CACHE
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     todo = {m: Path(t.best["checkpoint_path"]) for m, t in best.items()
@@ -158,7 +160,7 @@ def test_metrics(experiment: Path, record: dict, best: dict[str, Trial]) -> dict
         init_ray()
         split = Split.load(record["split_root"])
         log.info("test metrics (computed once) for %s", sorted(todo))
-        rows = evaluate(split, todo, EvalConfig(seeds=(0,)), baselines=False)
+        rows, _per_user = evaluate(split, todo, EvalConfig(seeds=(0,)), baselines=False)
         for method, path in todo.items():
             cache[str(path)] = [{k: r[k] for k in ("task", "target", "metric", "value")} for r in rows if r["model"] == method]
         with atomic_file(cache_path) as tmp:

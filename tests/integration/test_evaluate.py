@@ -45,44 +45,69 @@ def setting(ray_runtime, tmp_path_factory):
 
 def test_split_parts_hold_no_held_out_event(setting):
     import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
 
     _, split, _ = setting
-    pretrain = pads.dataset(split.dataset("pretrain") / "events").to_table()
-    assert pretrain.num_rows and max(pretrain["timestamp"].to_pylist()) < split.cutoff
-    boi = pads.dataset(split.boi("pretrain") / "users").to_table(columns=["timestamps"])
-    assert max(max(t) for t in boi["timestamps"].to_pylist()) < split.cutoff, "the BoI that pretraining reads too"
+    every = pads.dataset(split.source / "events").to_table(columns=["user_id"]).to_pandas().user_id.value_counts()
+    pretrain = pads.dataset(split.dataset("pretrain") / "events").to_table().to_pandas()
+    targets = pq.read_table(split.targets).to_pandas().set_index("user_id")
+    # every event but each user's last two, as the anchors train on (events after the category cutoff included)
+    assert (pretrain.user_id.value_counts().reindex(targets.index) == every.reindex(targets.index) - 2).all()
+    assert pretrain.timestamp.max() >= split.cutoff
+    last = pretrain.groupby("user_id").timestamp.max().reindex(targets.index)
+    assert (last <= targets.valid_time).all() and (targets.valid_time <= targets.test_time).all()
+    boi = pads.dataset(split.boi("pretrain") / "users").to_table(columns=["user_id", "timestamps"]).to_pandas().set_index("user_id")
+    boi_last = boi.timestamps.map(max).reindex(targets.index)
+    assert (boi_last <= targets.valid_time).all(), "the BoI that pretraining reads holds no held-out event either"
     assert json.loads((split.boi("history") / "manifest.json").read_text())["vocabulary_hash"] == split.meta["vocabulary_hash"]
 
 
 def test_cli_evaluates_split_checkpoints_with_baselines(setting, capsys):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     root, split, checkpoints = setting
     out = root / "report"
-    code = evaluate_main(["--checkpoint", str(checkpoints["lurm"]), "--checkpoint", str(checkpoints["atrank"].parent),
-                          "--data", str(root / "data"), "--cutoff-quantile", str(SPLIT.cutoff_quantile), "--seeds", "2",
+    # no --data: the dataset (and split) come from the checkpoint
+    code = evaluate_main(["--checkpoint", str(checkpoints["lurm"]), "--checkpoint", str(checkpoints["atrank"].parent), "--seeds", "2",
                           "--storage-path", str(root / "runs"), "--out", str(out), "-q"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "### User profiling" in printed and "| lurm |" in printed and "| popularity |" in printed
+    assert "### User profiling" in printed and "| lurm |" in printed and "| popularity |" in printed and "| majority |" in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     models = {r["model"] for r in rows}
-    assert models == {"lurm", "atrank", "lurm (random init)", "atrank (random init)", "raw BoI", "TF-IDF", "popularity"}
+    assert models == {"lurm", "atrank", "atrank (head)", "lurm (random init)", "atrank (random init)", "atrank (random init) (head)",
+                      "majority", "raw BoI", "TF-IDF", "popularity"}
     tasks = {(r["task"], r["target"]) for r in rows}
     assert {("profiling", "gender"), ("profiling", "age_bucket"), ("category", "mean"), ("next_item", "full"),
             ("next_item", "sampled")} <= tasks
     for r in rows:
-        assert r["seeds"] == "2"
+        assert r["seeds"] == ("1" if r["task"] == "next_item" else "2"), r  # next item: every user once per next-item seed
         value = float(r["mean"])
-        assert math.isnan(value) or 0.0 <= value <= 1.0, r
+        if r["metric"] not in ("pop pct@10", "MAE", "R²", "Spearman"):
+            assert math.isnan(value) or 0.0 <= value <= 1.0, r
     by = {(r["task"], r["target"], r["model"], r["metric"]): float(r["mean"]) for r in rows}
     # synthetic labels depend on interests: the raw-BoI probe must find that signal
     assert by[("profiling", "gender", "raw BoI", "AUC")] > 0.6
+    assert by[("profiling", "gender", "majority", "AUC")] == 0.5
     # pretraining changed the encoder: its representation is not its random-init twin's
     assert any(by[k] != by[(k[0], k[1], "lurm (random init)", k[3])] for k in by if k[2] == "lurm")
     for image in ("profiling.png", "category.png", "next_item_full.png", "next_item_sampled.png", "pretraining_curves.png"):
         assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+    # per-user results: next item scores every user with >= 3 events, own scorer and head alike, on the same users
+    per_user = pd.read_parquet(out / "results_by_user.parquet")
+    targets = pq.read_table(split.targets).to_pandas()
+    full = per_user[(per_user.task == "next_item") & (per_user.target == "full")]
+    for model in ("atrank", "atrank (head)", "lurm", "popularity"):
+        assert sorted(full[full.model == model].user_id) == sorted(map(str, targets.user_id)), model
+    assert (full["rank"] >= 0).all()
+    test_users = set(per_user[(per_user.task == "profiling")].user_id)
+    from raylurm.evaluate.cohorts import selection_mask
+
+    assert not any(selection_mask(sorted(test_users), 0.2)), "a selection user was a profiling test user"
     md = (out / "RESULTS.md").read_text()
-    assert f"Split `{split.id}`" in md and "mean ± std over seeds [0, 1]" in md
+    assert f"split `{split.id}`" in md and "mean ± std over seeds [0, 1]" in md and "95 %" in md
 
 
 def test_cli_refuses_a_checkpoint_pretrained_on_all_events(setting, capsys):

@@ -12,15 +12,28 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from raylurm.evaluate import tasks
-from raylurm.evaluate.split import HOLDOUT, Split, SplitConfig, _write_parts, split_id
+from raylurm.boi.pipeline import BoiConfig, EventMapper, behaviors_of, build_user_rows
+from raylurm.data.errors import DataError
+from raylurm.evaluate.split import HOLDOUT, PARTS, Split, SplitConfig, _write_parts, split_id
+
+
+def write_events(root: Path, events: list[tuple], shards: int = 1) -> None:
+    """``events``: (user, item, time) or (user, item, time, behaviour); written as ``shards`` files."""
+    (root / "events").mkdir(parents=True, exist_ok=True)
+    for old in (root / "events").glob("*.parquet"):
+        old.unlink()
+    for shard in range(shards):
+        rows = events[shard::shards]
+        users, item_ids, times = [e[0] for e in rows], [e[1] for e in rows], [e[2] for e in rows]
+        behaviors = [e[3] if len(e) > 3 else "click" for e in rows]
+        pq.write_table(pa.table({"user_id": users, "item_id": item_ids, "timestamp": pa.array(times, pa.int64()),
+                                 "behavior": behaviors}), root / "events" / f"part-{shard:05d}.parquet")
 
 
 def make_dataset(root: Path, events: list[tuple], items: dict[str, list[str]]) -> Path:
-    (root / "events").mkdir(parents=True)
-    users, item_ids, times = zip(*events)
-    pq.write_table(pa.table({"user_id": list(users), "item_id": list(item_ids), "timestamp": pa.array(times, pa.int64()),
-                             "behavior": ["click"] * len(events)}), root / "events" / "part-00000.parquet")
+    """A prepared dataset; ``items.parquet`` keeps the dict's order (the vocabulary's item order)."""
+    users, _, times = zip(*[e[:3] for e in events])
+    write_events(root, events)
     pq.write_table(pa.table({"item_id": list(items), "text": list(items), "category": list(items.values())}), root / "items.parquet")
     people = sorted(set(users))
     pq.write_table(pa.table({"user_id": people, "gender": ["F", "M"] * (len(people) // 2) + ["F"] * (len(people) % 2)}),
@@ -49,17 +62,33 @@ def tiny(tmp_path) -> tuple[Path, dict]:
 def test_parts_by_hand(tiny):
     out, meta = tiny
     assert meta["cutoff"] == 500  # 0.7 quantile ("higher") of the 10 event times
-    parts = {p: sorted((e["user_id"], e["item_id"], e["timestamp"]) for e in events_of(out / "datasets" / p))
-             for p in ("pretrain", "history", "history_test", "before_cutoff")}
+    split = Split(out, meta)
+    parts = {p: sorted((e["user_id"], e["item_id"], e["timestamp"]) for e in events_of(split.dataset(p))) for p in PARTS}
+    # pretrain = every event but each user's last two, also those at or after the cutoff (none here)
     assert parts["pretrain"] == [("a", "i1", 100), ("a", "i2", 200), ("a", "x", 300), ("b", "i1", 150)]
-    assert parts["history"] == [("a", "i1", 100), ("a", "i2", 200), ("a", "x", 300), ("b", "i1", 150)]
+    assert parts["history"] == parts["pretrain"]
     assert parts["history_test"] == [("a", "i1", 100), ("a", "i2", 200), ("a", "x", 300), ("a", "y", 300),
                                      ("b", "i1", 150), ("b", "i3", 250), ("c", "i2", 50)]
     assert parts["before_cutoff"] == [("a", "i1", 100), ("a", "i2", 200), ("a", "x", 300), ("a", "y", 300),
                                       ("b", "i1", 150), ("b", "i3", 250), ("c", "i2", 50)]
 
 
-def test_targets_break_time_ties_by_log_order_and_need_three_events(tiny):
+def test_history_is_the_pretrain_directory(tiny):
+    out, meta = tiny
+    split = Split(out, meta)
+    assert split.dataset("history") == split.dataset("pretrain") == out / "datasets" / "pretrain"
+    assert split.boi("history") == split.boi("pretrain") == out / "boi" / "pretrain"
+    assert meta["parts"]["history"] == {"dataset": "datasets/pretrain", "boi": "boi/pretrain"}
+    assert sorted(p.name for p in (out / "datasets").iterdir()) == ["before_cutoff", "history_test", "pretrain"]
+    assert meta["events"]["history"] == meta["events"]["pretrain"] == 4
+    assert json.loads((out / "datasets" / "pretrain" / "manifest.json").read_text())["split_parts"] == ["pretrain", "history"]
+    old = Split(out, {**meta, "parts": {p: f"boi/{p}" for p in PARTS}})  # a version-1 split.json: one directory per part
+    assert old.boi("history") == out / "boi" / "history" and old.dataset("history") == out / "datasets" / "history"
+    with pytest.raises(ValueError, match="unknown split part"):
+        split.boi("test")
+
+
+def test_targets_need_three_events(tiny):
     out, _ = tiny
     targets = pq.read_table(out / "targets.parquet").to_pylist()
     assert targets == [
@@ -80,32 +109,24 @@ def test_leakage_rules_hold_on_random_logs(tmp_path):
     data = make_dataset(tmp_path / "data", log, {f"i{k}": [f"c{k % 4}"] for k in range(40)})
     meta = _write_parts(data, SplitConfig(cutoff_quantile=0.8), tmp_path / "split")
     cutoff = meta["cutoff"]
-    pretrain = events_of(tmp_path / "split" / "datasets" / "pretrain")
-    before = events_of(tmp_path / "split" / "datasets" / "before_cutoff")
-    assert pretrain and max(e["timestamp"] for e in pretrain) < cutoff, "no event after the cutoff in pretraining data"
+    split = Split(tmp_path / "split", meta)
+    before = events_of(split.dataset("before_cutoff"))
     assert max(e["timestamp"] for e in before) < cutoff, "no event after the cutoff in the category-preference input"
+    assert len(before) == sum(t < cutoff for _, _, t in log)
+    assert split.dataset("pretrain") == split.dataset("history")
     full = Counter((u, i, t) for u, i, t in log)
     held = pq.read_table(tmp_path / "split" / "targets.parquet").to_pylist()
     for part, removed in (("pretrain", ("valid", "test")), ("history", ("valid", "test")), ("history_test", ("test",))):
-        seen = Counter((e["user_id"], e["item_id"], e["timestamp"]) for e in events_of(tmp_path / "split" / "datasets" / part))
+        seen = Counter((e["user_id"], e["item_id"], e["timestamp"]) for e in events_of(split.dataset(part)))
         for row in held:
             # the held-out events themselves are gone (an identical duplicate event may remain)
             gone = Counter((row["user_id"], row[f"{which}_item"], row[f"{which}_time"]) for which in removed)
             assert all(seen[key] <= full[key] - k for key, k in gone.items()), (part, row)
     # each user's history_test is exactly its log minus one event, history minus two (users with >= 3 events)
     per_user = Counter(u for u, _, _ in log)
-    hist = Counter(e["user_id"] for e in events_of(tmp_path / "split" / "datasets" / "history"))
-    hist_test = Counter(e["user_id"] for e in events_of(tmp_path / "split" / "datasets" / "history_test"))
+    hist = Counter(e["user_id"] for e in events_of(split.dataset("history")))
+    hist_test = Counter(e["user_id"] for e in events_of(split.dataset("history_test")))
     assert all(hist[u] == n - HOLDOUT and hist_test[u] == n - 1 for u, n in per_user.items() if n >= 3)
-
-
-def test_probe_user_splits_are_disjoint_and_cover_everyone():
-    for seed in range(5):
-        train, valid, test = tasks.assign(101, seed)
-        assert len(set(train) | set(valid) | set(test)) == 101
-        assert not set(train) & set(test) and not set(valid) & set(test) and not set(train) & set(valid)
-        assert (len(train), len(valid), len(test)) == (61, 20, 20)
-    assert not np.array_equal(tasks.assign(101, 0)[2], tasks.assign(101, 1)[2]), "seeds resample the users"
 
 
 def test_probe_refuses_overlapping_train_and_validation_users():
@@ -135,3 +156,77 @@ def test_split_id_depends_on_the_config(tiny, tmp_path):
     data = tmp_path / "data"
     assert split_id(data, SplitConfig(0.7)) != split_id(data, SplitConfig(0.8))
     assert split_id(data, SplitConfig(0.7)) == split_id(data, SplitConfig(0.7))
+
+
+def _boi_sequences(dataset: Path, item_order: list[str], config: BoiConfig) -> dict:
+    """``build_user_rows`` (BoI stage 3) on a dataset's events, through stage 2, without Ray: user -> [(item, behaviour)]."""
+    vocabulary = pa.table({"item_id": item_order, "interest_ids": pa.array([[0]] * len(item_order), pa.list_(pa.int32())),
+                           "interest_weights": pa.array([[1.0]] * len(item_order), pa.list_(pa.float32()))})
+    behaviors = behaviors_of(dataset)
+    events = pads.dataset(dataset / "events", format="parquet").to_table()
+    rows = build_user_rows(EventMapper(vocabulary, behaviors, config, 1)(events), config).to_pylist()
+    return {r["user_id"]: [(item_order[i], behaviors[b]) for i, b in zip(r["items"], r["behaviors"])] for r in rows}
+
+
+def test_ties_follow_the_vocabulary_order_and_agree_with_build_user_rows(tmp_path):
+    """Within a user: time, then item (its row in items.parquet = vocabulary index), then behaviour (most frequent first).
+
+    items.parquet lists "z" before "m" before "a1": neither the ids' order nor the log's order."""
+    items = {"z": ["Drama"], "m": ["War"], "a1": ["Comedy"], "q": ["Drama"]}
+    log = [("u", "a1", 100), ("u", "m", 300), ("u", "z", 300),         # log order and id order: m then z
+           ("v", "q", 100), ("v", "a1", 200), ("v", "m", 500, "buy"), ("v", "m", 500, "click"),
+           ("w", "a1", 100), ("w", "q", 400), ("w", "m", 400), ("w", "z", 400),
+           ("x", "q", 50), ("x", "a1", 60), ("x", "m", 70)]
+    data = make_dataset(tmp_path / "data", log, items)
+    meta = _write_parts(data, SplitConfig(cutoff_quantile=0.5), tmp_path / "split")
+    split = Split(tmp_path / "split", meta)
+    targets = {r["user_id"]: (r["valid_item"], r["test_item"]) for r in pq.read_table(split.targets).to_pylist()}
+    assert targets == {"u": ("z", "m"),   # second 300: z (row 0) before m (row 1); by log or by id, z would be last
+                       "v": ("m", "m"),   # same item and second: click (the most frequent behaviour) first, buy last
+                       "w": ("m", "q"),   # second 400: z, m, q (rows 0, 1, 3)
+                       "x": ("a1", "m")}
+    held = {(e["user_id"], e["item_id"], e["timestamp"], e["behavior"]) for e in events_of(split.dataset("history_test"))}
+    assert ("v", "m", 500, "click") in held and ("v", "m", 500, "buy") not in held, "the buy is v's last event"
+    # the BoI pipeline orders every user's events the same way: its sequence ends with (valid, test) ...
+    config = BoiConfig(max_sequence_length=10)
+    full = _boi_sequences(data, list(items), config)
+    assert {u: tuple(i for i, _ in seq[-2:]) for u, seq in full.items() if u in targets} == targets
+    assert full["v"][-2:] == [("m", "click"), ("m", "buy")]
+    # ... and the BoI of each input part is that sequence minus the held-out events
+    history = _boi_sequences(split.dataset("history"), list(items), config)
+    history_test = _boi_sequences(split.dataset("history_test"), list(items), config)
+    for user in targets:
+        assert history[user] == full[user][:-2] and history_test[user] == full[user][:-1]
+
+
+def test_split_id_digests_the_events(tmp_path):
+    log = [("a", "i1", 100), ("a", "i2", 200), ("a", "i3", 300), ("b", "i1", 150), ("b", "i3", 250), ("b", "i2", 600)]
+    data = make_dataset(tmp_path / "data", log, {"i1": ["Drama"], "i2": ["War"], "i3": ["Comedy"]})
+    config = SplitConfig(0.7)
+    before = split_id(data, config)
+    write_events(data, log[::-1], shards=2)  # another log order and sharding: the same events, the same split
+    assert split_id(data, config) == before
+    write_events(data, [*log[:4], ("b", "i2", 250), ("b", "i2", 600)])  # one item changed; counts and time span the same
+    assert split_id(data, config) != before
+    write_events(data, log)
+    assert split_id(data, config) == before
+    write_events(data, [*log[:-1], (*log[-1], "buy")])  # one behaviour changed
+    assert split_id(data, config) != before
+    write_events(data, log)
+    pq.write_table(pa.table({"item_id": ["i2", "i1", "i3"], "text": ["i2", "i1", "i3"], "category": [["War"], ["Drama"], ["Comedy"]]}),
+                   data / "items.parquet")  # the items' order decides ties: a new split
+    assert split_id(data, config) != before
+
+
+def test_bad_events_are_data_errors_naming_the_file(tmp_path):
+    data = make_dataset(tmp_path / "data", [("a", "i1", 100)], {"i1": ["Drama"]})
+    (data / "events" / "part-00000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="part-00000.parquet|events"):
+        split_id(data, SplitConfig())
+    with pytest.raises(DataError, match="events"):
+        _write_parts(data, SplitConfig(), tmp_path / "split")
+    for path in (data / "events").iterdir():
+        path.unlink()
+    (data / "events").rmdir()
+    with pytest.raises(DataError, match="events"):
+        split_id(data, SplitConfig())
