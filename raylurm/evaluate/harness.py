@@ -171,8 +171,9 @@ def git_commit() -> str:
 
 
 PROTOCOL = """\
-**Protocol.** Next item is leave-one-out: each user's events are ordered by (timestamp, item id,
-behaviour) — one tie rule for the split and the BoI pipeline —, the last event is the test
+**Protocol.** Next item is leave-one-out: each user's events are ordered by (timestamp, the
+item's row in the item table, behaviour) — one tie rule for the split and the BoI pipeline —,
+the last event is the test
 target, the second-to-last the validation target. Every user with at least three events is
 scored ({users:,} users) against the {catalogue:,} items that have at least one event, the
 user's input history masked and the target never — the full-ranking protocol of the SASRec /

@@ -76,6 +76,8 @@ def _table(summary: pd.DataFrame, task: str, columns: list[tuple[str, str]], mod
                 cells.append("–")
                 continue
             mean, std = float(row["mean"].iloc[0]), float(row["std"].iloc[0])
+            if int(row["seeds"].iloc[0]) < 2:  # one value: no spread to show (the paired intervals carry the uncertainty)
+                std = math.nan
             cells.append(_cell(mean, std, not math.isnan(mean) and mean == best[(target, metric)]))
         if any(c != "–" for c in cells):
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -127,7 +129,7 @@ def tables(summary: pd.DataFrame, per_user: pd.DataFrame | None = None) -> dict[
             with_prevalence(_table(summary, "profiling", profiling_columns(summary), models), "profiling"),
         "Category preference (input before the cutoff, labels after; mean over categories)":
             with_prevalence(_table(summary, "category", CATEGORY, models), "category"),
-        "Next item, full ranking (all items, history masked)":
+        "Next item, full ranking (every user, the items with events, history masked; one value per next-item seed)":
             _table(summary, "next_item", [("full", m) for m in RANKING], models),
         "Next item, sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
     }
