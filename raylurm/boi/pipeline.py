@@ -136,7 +136,7 @@ def build_user_rows(events: pa.Table, config: BoiConfig) -> pa.Table:
     """Stage 3: one partition's events -> one row per user with sparse BoI sequences (eq. 4)."""
     order = pc.sort_indices(events, [("user_id", "ascending"), ("timestamp", "ascending"), ("item", "ascending"), ("behavior", "ascending")])
     events = events.take(order)
-    users, starts = _segments(events["user_id"])
+    users, starts = user_segments(events["user_id"])
     item = events["item"].to_numpy()
     columns = {"user_id": users}
     for scale in config.scales:
@@ -192,7 +192,7 @@ def _sequences(events: pa.Table, item: np.ndarray, starts: np.ndarray, max_lengt
     }
 
 
-def _segments(user_ids: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+def user_segments(user_ids: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """Distinct users of a sorted column and their start offsets (len = users + 1)."""
     ids = user_ids.combine_chunks()
     if len(ids) == 0:

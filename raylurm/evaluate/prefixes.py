@@ -49,7 +49,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from raylurm.boi.pipeline import BoiConfig, EventMapper, build_user_rows, summarize
+from raylurm.boi.pipeline import BoiConfig, EventMapper, build_user_rows, summarize, user_segments
 from raylurm.boi.vocabulary import Vocabulary
 from raylurm.data.errors import DataError
 from raylurm.data.io import atomic_dir
@@ -175,7 +175,7 @@ def _build(split, per_user: int, seed: int, source: Path, manifest: dict, out: P
     vocab = Vocabulary.load(source / "vocabulary")
     events = _history_events(Path(split.dataset("history")), vocab, list(manifest["behaviors"]), config)
     pq.write_table(events, out / "events.parquet")
-    users, starts = _segments(events["user_id"])
+    users, starts = user_segments(events["user_id"])
     user_row, k, cut = sample_cuts(np.diff(starts), per_user, seed)
     start = starts[:-1][user_row]
     integer_ids = pa.types.is_integer(events.schema.field("user_id").type)
@@ -227,16 +227,6 @@ def _history_events(dataset_dir: Path, vocab: Vocabulary, behaviors: list[str], 
                         f"{behaviors}", file=str(dataset_dir / "events"), column="behavior")
     table = table.append_column("_item", item).append_column("_behavior", behavior).filter(mask)
     return table.take(pc.sort_indices(table, ORDER)).drop_columns(["_item", "_behavior"]).combine_chunks()
-
-
-def _segments(user_ids: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """Distinct users of a sorted column and their start offsets (len = users + 1)."""
-    ids = user_ids.combine_chunks()
-    if len(ids) == 0:
-        return ids, np.zeros(1, dtype=np.int64)
-    change = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    starts = np.concatenate([[0], np.flatnonzero(change) + 1, [len(ids)]]).astype(np.int64)
-    return ids.take(pa.array(starts[:-1])), starts
 
 
 def _gather(starts: np.ndarray, cuts: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
