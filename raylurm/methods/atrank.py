@@ -36,6 +36,7 @@ from raylurm.train.distributed import gather_with_grad
 TIME_THRESHOLDS_DAYS = tuple(2**k for k in range(1, 13))  # 2, 4, ..., 4096 days (code) -> 13 buckets
 SECONDS_PER_DAY = 86_400
 SCORE_CHUNK = 512  # candidates scored at once by score_items (memory bound only)
+SCORE_GROUP = 32  # users scored together on a shared candidate list, trimmed to their longest history
 Loss = Literal["sigmoid", "softmax"]
 LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}  # one per Loss
 Negatives = Literal["sampled", "in_batch"]
@@ -323,11 +324,50 @@ class ATRank(nn.Module):
     def score_items(self, batch: dict[str, Tensor], item_ids: Tensor) -> Tensor:
         """Next-item logits ``b_i + ⟨u(i), c_i⟩`` for 0-based vocabulary item ids (C,) or (B, C) -> (B, C).
 
-        Uses the whole history (prediction time = the last event), eval mode."""
+        Uses the whole history (prediction time = the last event), eval mode. With one candidate
+        list for the whole batch (C,), the candidate side is computed once and the target
+        network's output projection is folded into the candidates (see :meth:`_score_shared`);
+        per-user lists (B, C) go through :meth:`target_network` itself."""
         if item_ids.numel() and (item_ids.min() < 0 or item_ids.max() >= self.num_items):
             raise ValueError(f"item_ids must be 0-based vocabulary indices in [0, {self.num_items})")
         with evaluating(self):
             h, mask = self.encode_history(batch)  # (B, L, H)
-            ids = (item_ids + 1).expand(h.shape[0], -1) if item_ids.ndim == 1 else item_ids + 1  # (B, C)
+            if item_ids.ndim == 1:
+                return self._score_shared(h, mask, item_ids + 1)
             return torch.cat([self.target_network(h, mask, *self.candidates(chunk))[0]
-                              for chunk in ids.split(SCORE_CHUNK, dim=1)], dim=1)  # (B, C)
+                              for chunk in (item_ids + 1).split(SCORE_CHUNK, dim=1)], dim=1)  # (B, C)
+
+    def _score_shared(self, h: Tensor, mask: Tensor, ids: Tensor) -> Tensor:
+        """:meth:`target_network` logits for candidates shared by every user: h (B, L, H), ids (C,) -> (B, C).
+
+        The same function, computed in an order that does each piece once: the candidates'
+        vectors, biases and queries once for the batch (not once per user); the history's keys and
+        values once (not once per candidate chunk); and since the attention's output layer is
+        linear, ``⟨W_o s + b_o, c⟩ = ⟨s, W_oᵀ c⟩ + ⟨b_o, c⟩`` moves the output projection to the C
+        candidates instead of the B × C attended vectors. The attention itself is torch's fused
+        ``scaled_dot_product_attention`` (it never holds the (B, K, C, L) weights), over users
+        sorted by length in groups trimmed to their longest history, so padding costs little.
+        """
+        attention, (b, length, hidden) = self.target_attention, h.shape
+        k = attention.num_spaces
+        d = hidden // k
+        vectors, bias = self.candidates(ids)  # (C, H), (C,)
+        queries = attention.query(vectors).view(-1, k, d).transpose(0, 1)  # (K, C, d)
+        folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d) = W_oᵀ c per space
+        constant = bias + vectors @ attention.out.bias  # (C,)
+        mask = mask | ~mask.any(dim=1, keepdim=True)  # an empty row attends uniformly, as the softmax of a masked row
+        lengths = mask.sum(dim=1)  # (B,) masks are prefixes
+        order = torch.argsort(lengths, descending=True)
+        out = h.new_empty(b, ids.shape[0])  # (B, C)
+        for group in order.split(SCORE_GROUP):
+            n = int(lengths[group].max())
+            history = h[group, :n]  # (g, n, H)
+            keys = attention.key(history).view(len(group), n, k, d).transpose(1, 2)  # (g, K, n, d)
+            values = attention.value(history).view(len(group), n, k, d).transpose(1, 2)  # (g, K, n, d)
+            pad = mask[group, None, None, :n]  # (g, 1, 1, n)
+            for start in range(0, ids.shape[0], SCORE_CHUNK):
+                q = queries[None, :, start:start + SCORE_CHUNK].expand(len(group), -1, -1, -1)  # (g, K, c, d)
+                spaces = F.scaled_dot_product_attention(q, keys, values, attn_mask=pad)  # (g, K, c, d)
+                out[group, start:start + SCORE_CHUNK] = (
+                    constant[start:start + SCORE_CHUNK] + (spaces * folded[None, :, start:start + SCORE_CHUNK]).sum(dim=(1, 3)))
+        return out

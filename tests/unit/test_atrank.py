@@ -234,6 +234,22 @@ def test_score_items_shapes_and_per_user() -> None:
         model.score_items(batch, torch.tensor([NUM_ITEMS]))
 
 
+@pytest.mark.parametrize("group,chunk", [(1, 1), (3, 7), (32, 512)])
+def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: int, chunk: int) -> None:
+    """The folded one-pass scorer (shared candidates) is the target network itself, in any chunking."""
+    model, batch = make_model().double(), make_batch()
+    for p in model.parameters():  # non-zero biases everywhere, so the folded output bias is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    monkeypatch.setattr(atrank_module, "SCORE_GROUP", group)
+    monkeypatch.setattr(atrank_module, "SCORE_CHUNK", chunk)
+    ids = torch.arange(NUM_ITEMS)
+    model.eval()
+    h, mask = model.encode_history(batch)
+    expected = model.target_network(h, mask, *model.candidates((ids + 1).expand(8, -1)))[0]
+    torch.testing.assert_close(model.score_items(batch, ids), expected, atol=1e-10, rtol=1e-10)
+    assert model.score_items(batch, ids[:0]).shape == (8, 0)
+
+
 @pytest.mark.parametrize("bad", [{"hidden_dim": 100, "num_spaces": 8}, {"num_spaces": 0}, {"dropout": 1.0},
                                  {"loss": "bpr"}, {"negatives": "popular"}, {"num_sampled": 0}, {"lr": 0.0},
                                  {"behavior_weight": -1.0}, {"batch_size": 0}, {"num_blocks": 0}])
