@@ -348,7 +348,7 @@ class ATRank(nn.Module):
         ``scaled_dot_product_attention`` (it never holds the (B, K, C, L) weights), over users
         sorted by length in groups trimmed to their longest history, so padding costs little.
         """
-        attention, (b, length, hidden) = self.target_attention, h.shape
+        attention, (b, _, hidden) = self.target_attention, h.shape
         k = attention.num_spaces
         d = hidden // k
         vectors, bias = self.candidates(ids)  # (C, H), (C,)
