@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 from raylurm.boi.build import build
+from raylurm.boi.manifest import boi_dataset_dir
 from raylurm.config import apply_overrides, to_dict
 from raylurm.data import datasets
 from raylurm.data.prepare import data_home
@@ -48,7 +48,7 @@ def resolve_dataset(data: str) -> Path:
     """The prepared dataset behind ``data``: a dataset dir or bundled name, or a BoI dir (its manifest's dataset)."""
     path = Path(data)
     if (path / "manifest.json").exists() and (path / "users").exists():
-        return Path(json.loads((path / "manifest.json").read_text())["dataset"])
+        return boi_dataset_dir(path)
     return datasets.resolve(data)
 
 
