@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
 from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.methods.sasrec import SASRecEncoder, window
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 
@@ -52,59 +53,6 @@ class DSSConfig:
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_dim ({self.hidden_dim})")
         return self
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.num_heads, self.dropout = num_heads, dropout
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, d = x.shape
-        qkv = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, D/H) each
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, length, d)))  # (B, L, D)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm Transformer block: causal self-attention + point-wise feed-forward (SASRec §III-B)."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, num_heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(dim, dim), nn.Dropout(dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class SASRecEncoder(nn.Module):
-    """Causal self-attention over ``√D·H[x_i] + P[pos_i]``: ``z_i`` depends on ``x_{≤i}`` only (SASRec)."""
-
-    def __init__(self, item_embedding: nn.Embedding, max_length: int, config: DSSConfig):
-        super().__init__()
-        d = config.hidden_dim
-        self.item_embedding = item_embedding  # shared with the seq2item targets h
-        self.position_embedding = nn.Embedding(max_length, d)
-        nn.init.xavier_uniform_(self.position_embedding.weight)
-        self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
-        self.ln_f = nn.LayerNorm(d)
-
-    def forward(self, items: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """items, positions, valid: (B, L) -> z: (B, L, D); padding rows are zeroed."""
-        scale = math.sqrt(self.item_embedding.embedding_dim)
-        x = self.item_embedding(items) * scale + self.position_embedding(positions)  # (B, L, D)
-        x = self.dropout(x) * valid[..., None]  # (B, L, D)
-        for block in self.blocks:
-            x = block(x) * valid[..., None]
-        return self.ln_f(x) * valid[..., None]  # (B, L, D)
 
 
 class IntentionDisentanglement(nn.Module):
@@ -147,16 +95,6 @@ class IntentionDisentanglement(nn.Module):
         weights = self.category_weights(z) * self.position_weights(z, positions, valid)[..., None]  # (B, L, K)
         bias = self.future_bias if future else self.input_bias
         return self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
-
-
-def window(items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Left-aligned ``items[b, start_b : start_b + length_b]`` (reversed if ``reverse``), 0-padded: (B, max length)."""
-    width = max(1, int(length.max()))
-    j = torch.arange(width, device=items.device)[None, :]  # (1, W)
-    offset = (length[:, None] - 1 - j) if reverse else j
-    valid = j < length[:, None]
-    index = (start[:, None] + offset).clamp(0, items.shape[1] - 1)
-    return torch.where(valid, items.gather(1, index), torch.zeros_like(index))  # (B, W)
 
 
 def sample_cuts(lengths: torch.Tensor) -> torch.Tensor:

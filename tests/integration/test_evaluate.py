@@ -64,9 +64,9 @@ def test_split_parts_hold_no_held_out_event(setting):
 
 def test_categories_survive_the_split_rename(setting):
     """The split is built in a temp dir and renamed: ATRank must still see the items' categories."""
-    from raylurm.train.batch import DataInfo
-
     import pyarrow.parquet as pq
+
+    from raylurm.train.batch import DataInfo
 
     _, split, _ = setting
     info = DataInfo.from_boi(split.boi("pretrain"))
