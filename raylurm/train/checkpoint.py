@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,33 @@ def resolve_checkpoint(value: str, storage: Path) -> Path:
         if found:
             return max(found, key=lambda p: (json.loads((p / META).read_text()).get("step", 0), p.name))
     raise FileNotFoundError(f"no checkpoint at {value!r} (looked for a checkpoint dir, a run dir and a run name under {storage})")
+
+
+def run_checkpoints(run_dir: str | os.PathLike, split: str | None = None) -> list[tuple[Path, dict]]:
+    """Every checkpoint of a run (``<storage>/<name>``) with its meta, oldest epoch first; only ``split``'s when given."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint_*/" + META):
+        meta = read_meta(path.parent)
+        if split is None or meta.get("split") == split:
+            found.append((path.parent, meta))
+    return sorted(found, key=lambda pm: (pm[1].get("epoch", 0), pm[0].stat().st_mtime))
+
+
+def best_in_run(run_dir: str | os.PathLike, split: str | None = None) -> Path | None:
+    """The run's result: the checkpoint with the best validation metric (the earliest on a tie), else the latest epoch."""
+    found = run_checkpoints(run_dir, split)
+    scored = [(float(m["validation"][m["validation_metric"]]), -m.get("epoch", 0), p) for p, m in found
+              if m.get("validation_metric") and _finite(m.get("validation", {}).get(m["validation_metric"]))]
+    if scored:
+        return max(scored, key=lambda s: s[:2])[2]
+    return found[-1][0] if found else None
+
+
+def run_finished(run_dir: str | os.PathLike, epochs: int, split: str | None = None) -> bool:
+    """Whether the run trained ``epochs`` epochs or stopped early (its validation metric stopped improving)."""
+    found = run_checkpoints(run_dir, split)
+    return any(m.get("stopped_early") for _, m in found) or max((m.get("epoch", 0) for _, m in found), default=0) >= epochs
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -88,6 +88,7 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
     storage = Path(storage_path or default_storage()).expanduser().resolve()
     loop_config = {"train": dataclasses.asdict(train), "method": train.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": split,
+                   "validation_boi": str(boi_dir) if split else None,  # a split's run validates every epoch
                    "fault_marker": fault_marker or str(storage / name / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,
