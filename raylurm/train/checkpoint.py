@@ -46,9 +46,15 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+#: method options added after checkpoints were written, with the value that rebuilds those checkpoints'
+#: model exactly (a checkpoint's ``method_config`` lacks the key; a new default must not change it)
+LEGACY_OPTIONS = {"dss": {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest"}}
+
+
 def build_model(meta: dict) -> torch.nn.Module:
     cls = METHODS[meta["method"]]
-    return cls(from_dict(cls.Config, meta["method_config"]), from_dict(DataInfo, meta["info"]))
+    options = {**LEGACY_OPTIONS.get(meta["method"], {}), **meta["method_config"]}
+    return cls(from_dict(cls.Config, options), from_dict(DataInfo, meta["info"]))
 
 
 def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
