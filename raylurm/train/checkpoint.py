@@ -76,13 +76,14 @@ def checkpoints_in(run: Path) -> list[Path]:
 
 
 def resolve_checkpoint(value: str, storage: Path) -> Path:
-    """A checkpoint dir, a run dir (its latest checkpoint) or a run name under ``storage``."""
+    """A checkpoint dir, a run dir or a run name under ``storage``; a run means its result (:func:`best_in_run`:
+    the best validation epoch, else the latest)."""
     for candidate in (Path(value), Path(storage) / value):
         if (candidate / META).exists():
             return candidate
-        found = checkpoints_in(candidate) if candidate.is_dir() else []
-        if found:
-            return max(found, key=lambda p: (json.loads((p / META).read_text()).get("step", 0), p.name))
+        found = best_in_run(candidate) if candidate.is_dir() else None
+        if found is not None:
+            return found
     raise FileNotFoundError(f"no checkpoint at {value!r} (looked for a checkpoint dir, a run dir and a run name under {storage})")
 
 
