@@ -13,7 +13,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-CATALOGUE_CHUNK = 1024  # rows scored against the whole catalogue at once (memory bound only)
+CATALOGUE_ELEMENTS = 1 << 26  # scores held at once against the whole catalogue (256 MB float32; memory bound only)
 
 
 def _masked(logits: torch.Tensor, candidate_mask: torch.Tensor | None, dim: int) -> torch.Tensor:
@@ -54,13 +54,17 @@ def _catalogue_chunk(intentions: torch.Tensor, items: torch.Tensor, targets: tor
 
 
 def catalogue_seq2item_losses(intentions: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                              chunk: int = CATALOGUE_CHUNK) -> torch.Tensor:
+                              max_elements: int = CATALOGUE_ELEMENTS) -> torch.Tensor:
     """Per-sample seq2item loss of eq. 5-6 with the whole catalogue as the candidates.
 
     ``L(u, t) = −ln [max_k exp(h_{x_{t+1}}·φ^(k)/√D) / Σ_{j ∈ catalogue} Σ_{k'} exp(h_j·φ^(k')/√D)]``,
-    in chunks of ``chunk`` rows, each recomputed in the backward pass (at most chunk × C × K scores
-    are held). intentions (B, K, D), items (C, D), targets (B,) in [0, C) -> (B,).
+    in one piece up to ``max_elements`` scores (B × C × K), else in chunks of rows, each recomputed
+    in the backward pass. intentions (B, K, D), items (C, D), targets (B,) in [0, C) -> (B,).
     """
+    per_row = max(1, items.shape[0] * intentions.shape[1])
+    if intentions.shape[0] * per_row <= max_elements:
+        return _catalogue_chunk(intentions, items, targets)
+    chunk = max(1, max_elements // per_row)
     parts = []
     for start in range(0, intentions.shape[0], chunk):
         phi, target = intentions[start:start + chunk], targets[start:start + chunk]

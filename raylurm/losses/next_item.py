@@ -3,10 +3,11 @@
 Pure torch. ``queries`` (N, D) are sequence states (one per trained position), ``targets`` (N,)
 their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
 
-* :func:`catalogue_softmax` — the full softmax ``-log softmax(q·Eᵀ)[target]`` over all C items,
-  computed in chunks of rows, each recomputed in the backward pass (``torch.utils.checkpoint``),
-  so at most ``chunk × C`` logits are ever held: 25.6k positions × 3.7k ML-1M items would
-  otherwise be 380 MB of logits plus as much of gradient per step.
+* :func:`catalogue_softmax` — the full softmax ``-log softmax(q·Eᵀ)[target]`` over all C items.
+  Up to ``max_elements`` logits it is one ``cross_entropy``; beyond, it runs in chunks of rows,
+  each recomputed in the backward pass (``torch.utils.checkpoint``), so at most ``max_elements``
+  logits are held (a step of 128 ML-1M users, ~15k positions × 3.9k items, fits in one piece:
+  no recomputation on the catalogues this project ships).
 * :func:`sampled_softmax_logq` — for catalogues too large for that: the positive against S shared
   sampled negatives, every logit corrected by ``- log Q(item)`` (the sampling probability; Yi et
   al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations", RecSys
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-FULL_SOFTMAX_CHUNK = 4096  # rows of logits held at once (memory bound only: results are identical)
+FULL_SOFTMAX_ELEMENTS = 1 << 26  # logits held at once (256 MB float32; memory bound only: results are identical)
 
 
 def _chunk_loss(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -29,14 +30,17 @@ def _chunk_loss(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
 
 
 def catalogue_softmax(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                      chunk: int = FULL_SOFTMAX_CHUNK) -> torch.Tensor:
+                      max_elements: int = FULL_SOFTMAX_ELEMENTS) -> torch.Tensor:
     """Per-row full-softmax cross-entropy: queries (N, D), items (C, D), targets (N,) in [0, C) -> (N,)."""
     if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"queries (N, D) and items (C, D) must share D, got {tuple(queries.shape)}, {tuple(items.shape)}")
     if targets.shape != queries.shape[:1]:
         raise ValueError(f"targets must be (N,) = ({queries.shape[0]},), got {tuple(targets.shape)}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if max_elements < 1:
+        raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    if queries.shape[0] * items.shape[0] <= max_elements:
+        return _chunk_loss(queries, items, targets)
+    chunk = max(1, max_elements // max(1, items.shape[0]))
     parts = []
     for start in range(0, queries.shape[0], chunk):
         q, t = queries[start:start + chunk], targets[start:start + chunk]
