@@ -90,12 +90,12 @@ def for_run(model: torch.nn.Module, boi_dir: str | os.PathLike, max_users: int |
     Next item for models with ``score_items``; profiling AUC for the others when the dataset has
     user labels; None when neither is possible (the run trains for its epochs, the last one kept)."""
     split = Split.load(Path(boi_dir).parents[1])
-    if hasattr(model, "score_items"):
-        return NextItemValidation(boi_dir, split.targets, max_users=max_users)
-    users = split.dataset("history") / "users.parquet"
-    if users.exists():
-        try:
+    try:
+        if hasattr(model, "score_items"):
+            return NextItemValidation(boi_dir, split.targets, max_users=max_users)
+        users = split.dataset("history") / "users.parquet"
+        if users.exists():
             return ProfilingValidation(boi_dir, users)
-        except ValueError as error:  # no label column: nothing to validate on
-            log.warning("no validation for this run: %s", error)
+    except ValueError as error:  # no validation item / no label column: nothing to validate on
+        log.warning("no validation for this run (every epoch is kept, none stops it): %s", error)
     return None
