@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from raylurm.config import from_dict, to_dict
 from raylurm.methods import METHODS
@@ -158,8 +159,6 @@ class _Tracker:
 
 def _broadcast_values(values: dict[str, float]) -> dict[str, float]:
     """Rank 0's ``values`` on every rank (a no-op in a single process)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values
     box = [values]
