@@ -39,6 +39,7 @@ SMALL_CONFIGS = {  # tiny model configs (seconds on CPU) for serving and registr
     "atrank": {"item_dim": 8, "category_dim": 8, "hidden_dim": 16, "num_spaces": 2, "ffn_dim": 32},
     "dss": {"hidden_dim": 8, "num_intentions": 2},
     "adaptssr": {"dim": 8, "num_heads": 2},
+    "sasrec": {"hidden_dim": 8},
 }
 
 

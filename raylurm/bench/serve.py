@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from raylurm.bench import common
+from raylurm.boi.manifest import boi_dataset_dir
 
 HELP = "HTTP serving: p50/p99 and req/s at concurrency 1/8/32 vs a bare in-process forward of the same batch"
 SECTION = "## Serving (python -m raylurm.bench serve)"
@@ -47,10 +48,9 @@ def _payloads(served, method: str, count: int) -> list[bytes]:
     """``count`` real users' events from the entry's pretraining data (the dataset its BoI manifest names)."""
     import pyarrow.parquet as pq
 
-    manifest = json.loads((served.entry.path / "boi" / "manifest.json").read_text())
-    dataset = Path(manifest["dataset"])
-    if not (dataset / "events").exists():  # the manifest was written inside a split's temp dir, since renamed
-        dataset = served.users_dir.parents[2] / "datasets" / "pretrain" if served.users_dir else dataset
+    dataset = boi_dataset_dir(served.entry.path / "boi")
+    if not (dataset / "events").exists() and served.users_dir:  # a registry copy of the BoI dir: its split's
+        dataset = served.users_dir.parents[2] / "datasets" / "pretrain"
     events = pq.read_table(dataset / "events").to_pylist()
     by_user: dict = {}
     for e in events:

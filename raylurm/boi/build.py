@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from raylurm.boi.embeddings import ItemEmbeddingConfig, ItemEmbeddings, train_item_embeddings
+from raylurm.boi.manifest import relative_dataset
 from raylurm.boi.pipeline import BoiConfig, build_boi
 from raylurm.boi.vocabulary import Vocabulary, VocabularyConfig, build_vocabulary
 from raylurm.config import typed_config
@@ -47,7 +48,8 @@ def build(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: BuildC
         vocab = _vocabulary(dataset_dir, tmp, config, embeddings_dir, vocabulary_dir, progress)
         summary = build_boi(dataset_dir, vocab, tmp / "users", config.boi)
         manifest = {
-            "dataset": str(dataset_dir.resolve()), "dataset_name": dataset.get("name"),
+            "dataset": str(dataset_dir.resolve()), "dataset_relative": relative_dataset(dataset_dir, tmp),
+            "dataset_name": dataset.get("name"),
             "vocabulary_hash": vocab.config["hash"], "num_interests": vocab.num_interests,
             "num_items": len(vocab.item_ids), "behaviors": summary.pop("behaviors"),
             "config": json.loads(json.dumps(dataclasses.asdict(config))), "summary": summary,

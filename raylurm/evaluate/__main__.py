@@ -35,14 +35,14 @@ from raylurm.evaluate import tasks
 from raylurm.evaluate.harness import (
     check_split,
     evaluate,
+    finished_run,
     git_commit,
-    latest_in_run,
     latest_per_method,
     pretrain_on_split,
     registry_per_method,
+    result_in_run,
     run_name,
     split_of_checkpoint,
-    trained_epochs,
     write_outputs,
 )
 from raylurm.evaluate.split import SplitConfig, materialise
@@ -114,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
         for method in methods:
             runs = []
             for seed in range(args.pretrain_seeds):
-                found = latest_in_run(storage, run_name(method, split, seed), split)
+                found = result_in_run(storage, run_name(method, split, seed), split)
                 if seed == 0 and found is None and not args.pretrain:
                     found = latest_per_method(storage, split).get(method)
-                if args.pretrain and (found is None or trained_epochs(found) < args.epochs):  # train, or continue the run
+                if args.pretrain and not finished_run(storage, run_name(method, split, seed), split, args.epochs):  # train, or continue
                     found = pretrain_on_split(split, method, args.epochs, args.num_workers, storage, seed=seed)
                 if found is not None:
                     runs.append(found)

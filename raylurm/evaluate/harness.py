@@ -23,6 +23,7 @@ from raylurm.evaluate import report, represent, tasks
 from raylurm.evaluate.split import Split
 from raylurm.methods import METHODS
 from raylurm.registry import Registry
+from raylurm.train.checkpoint import best_in_run, run_finished
 from raylurm.train.config import TrainConfig
 from raylurm.train.fit import fit
 from raylurm.train.loop import init_seed
@@ -63,16 +64,16 @@ def split_of_checkpoint(checkpoint: Path) -> Split:
 
 
 def latest_per_method(storage: Path, split: Split) -> dict[str, Path]:
-    """The most trained checkpoint of each method pretrained on ``split``, across runs in ``storage``."""
-    best: dict[str, tuple] = {}
+    """Each method's most recently trained run on ``split`` in ``storage``, as its result (the best epoch's checkpoint)."""
+    runs: dict[str, tuple] = {}
     for meta_path in storage.glob("*/checkpoint_*/meta.json"):
         meta = json.loads(meta_path.read_text())
         if meta.get("split") != split.id:
             continue
-        key = (meta.get("epoch", 0), meta_path.parent.stat().st_mtime)
-        if meta["method"] not in best or key > best[meta["method"]][0]:
-            best[meta["method"]] = (key, meta_path.parent)
-    return {m: best[m][1] for m in METHODS if m in best}
+        key = meta_path.parent.stat().st_mtime
+        if meta["method"] not in runs or key > runs[meta["method"]][0]:
+            runs[meta["method"]] = (key, meta_path.parent.parent)
+    return {m: best_in_run(runs[m][1], split.id) for m in METHODS if m in runs}
 
 
 def registry_per_method(root: str | None, split: Split, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
@@ -260,21 +261,19 @@ def _relpath(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())
 
 
-def trained_epochs(checkpoint: Path) -> int:
-    """The epochs a checkpoint was trained for (its ``meta.json``)."""
-    return int(json.loads((checkpoint / "meta.json").read_text()).get("epoch", 0))
-
-
 def run_name(method: str, split: Split, seed: int = 0) -> str:
     """The run a ``--pretrain`` evaluation trains ``method`` in (one per pretraining seed)."""
     return f"{method}-eval-{split.id}" + (f"-seed{seed}" if seed else "")
 
 
-def latest_in_run(storage: Path, name: str, split: Split) -> Path | None:
-    """The most trained checkpoint of run ``name`` pretrained on ``split``, or None."""
-    found = [(read_meta(m.parent).get("epoch", 0), m.parent.stat().st_mtime, m.parent) for m in (storage / name).glob("checkpoint_*/meta.json")
-             if read_meta(m.parent).get("split") == split.id]
-    return max(found)[2] if found else None
+def result_in_run(storage: Path, name: str, split: Split) -> Path | None:
+    """Run ``name``'s result on ``split`` (its best validation epoch, else its latest), or None."""
+    return best_in_run(storage / name, split.id)
+
+
+def finished_run(storage: Path, name: str, split: Split, epochs: int) -> bool:
+    """Whether run ``name`` trained ``epochs`` epochs on ``split`` or stopped early."""
+    return run_finished(storage / name, epochs, split.id)
 
 
 def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path, seed: int = 0) -> Path:
@@ -283,4 +282,4 @@ def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, 
                  name=run_name(method, split, seed), storage_path=str(storage), split=split.id)
     if result.error:
         raise RuntimeError(f"pretraining {method} failed: {result.error}")
-    return Path(result.checkpoint.path)
+    return result_in_run(storage, run_name(method, split, seed), split) or Path(result.checkpoint.path)

@@ -11,7 +11,8 @@ from raylurm.methods.adaptssr import AdaptSSR
 from raylurm.methods.atrank import ATRank
 from raylurm.methods.dss import DSS
 from raylurm.methods.lurm import LURM
+from raylurm.methods.sasrec import SASRec
 
-METHODS = {cls.name: cls for cls in (LURM, ATRank, DSS, AdaptSSR)}
+METHODS = {cls.name: cls for cls in (LURM, ATRank, DSS, AdaptSSR, SASRec)}  # SASRec: the baseline (``baseline = True``)
 
-__all__ = ["METHODS", "LURM", "ATRank", "DSS", "AdaptSSR"]
+__all__ = ["METHODS", "LURM", "ATRank", "DSS", "AdaptSSR", "SASRec"]

@@ -39,7 +39,7 @@ SCORE_CHUNK = 512  # candidates scored at once by score_items (memory bound only
 SCORE_GROUP = 32  # users scored together on a shared candidate list, trimmed to their longest history
 Loss = Literal["sigmoid", "softmax"]
 LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}  # one per Loss
-Negatives = Literal["sampled", "in_batch"]
+Negatives = Literal["shared", "sampled", "in_batch"]
 NEGATIVES = get_args(Negatives)
 
 
@@ -55,14 +55,19 @@ class ATRankConfig:
     ffn_dim: Annotated[int, Field(ge=1, description="feed-forward width")] = 512
     # a choice, Transformer default
     dropout: Annotated[float, Field(ge=0.0, lt=1.0, description="dropout on embeddings and residual branches")] = 0.1
-    # "sigmoid" (code)
+    # a choice: "softmax" over many negatives learns (gSASRec, RecSys 2023); the public code's is "sigmoid" with one
     loss: Annotated[Loss, Field(
-        description='"sigmoid": point-wise sigmoid cross-entropy; "softmax": sampled softmax')] = "sigmoid"
-    # "sampled" (code)
-    negatives: Annotated[Negatives, Field(
-        description='"sampled": uniform over the catalogue; "in_batch": the other users\' targets')] = "sampled"
+        description='"sigmoid": point-wise sigmoid cross-entropy; "softmax": sampled softmax')] = "softmax"
+    # a choice: "shared" (many uniform items scored by the fused target network); the public code's is "sampled" (one)
+    negatives: Annotated[Negatives, Field(description=(
+        '"shared": num_shared uniform items shared by the batch; "sampled": num_sampled uniform items per user; '
+        '"in_batch": the other users\' targets'))] = "shared"
     # (code: one)
     num_sampled: Annotated[int, Field(ge=1, description='negatives per positive with negatives="sampled"')] = 1
+    # a choice, as the SASRec baseline's sampled softmax; accidental hits are masked
+    num_shared: Annotated[int, Field(ge=1, description='uniform negatives shared by the batch with negatives="shared"')] = 256
+    # a choice: the paper cuts once per user per step; several cuts give more targets per step
+    cuts_per_user: Annotated[int, Field(ge=1, description="random cuts (next-item targets) per user per step")] = 4
     # a choice: equal tasks
     behavior_weight: Annotated[float, Field(
         ge=0.0, description="weight of the next-behaviour-type cross-entropy")] = 1.0
@@ -173,13 +178,17 @@ class ATRank(nn.Module):
     behaviour types of the data (``info.num_behaviors``, e.g. click / cart / buy, or a single
     "rate"): one ``nn.Linear`` per type maps the behaviour encoding into the shared space.
 
-    **Objective** (``forward``). For each user a random cut t (>= 1 event before it): the events
-    before t are the input, the event at t is the target. Multi-task ("all2all", one shared
-    model): (a) the next item, scored by the target network against negatives — uniform samples
-    from the catalogue (default, as the public code, with the sigmoid loss and one negative) or
-    the other users' targets in the (all-worker) batch — and (b) when the data has several
-    behaviour types, the next behaviour type, a cross-entropy head on the target network's
-    output for the true next item (``behavior_weight``). Users with < 2 events are skipped.
+    **Objective** (``forward``). For each user ``cuts_per_user`` random cuts t (>= 1 event before
+    each): the events before t are the input, the event at t is the target. Multi-task ("all2all",
+    one shared model): (a) the next item, scored by the target network against negatives —
+    by default ``num_shared`` uniform items shared by the batch with a sampled softmax (the
+    uniform proposal's log-Q correction is a constant and cancels; accidental hits are masked),
+    scored in one fused pass like :meth:`_score_shared`; the public code's one uniform negative
+    per user with the sigmoid loss is ``negatives="sampled", num_sampled=1, loss="sigmoid",
+    cuts_per_user=1`` (the ablation row); or the other users' targets in the (all-worker) batch —
+    and (b) when the data has several behaviour types, the next behaviour type, a cross-entropy
+    head on the target network's output for the true next item (``behavior_weight``). Users with
+    < 2 events are skipped.
 
     **Representation** (``embed``). The target network needs a candidate, so the
     candidate-independent user vector is the masked *mean of the self-attention outputs* over the
@@ -262,6 +271,24 @@ class ATRank(nn.Module):
         users = self.target_attention(vectors, h, mask)  # (B, C, H)
         return bias + (users * vectors).sum(dim=-1), users
 
+    def shared_logits(self, h: Tensor, mask: Tensor, ids: Tensor) -> Tensor:
+        """Differentiable target-network logits of candidates shared by the batch: h (B, L, H), ids (C,) -> (B, C).
+
+        The same function as :meth:`target_network` (output projection folded into the candidates,
+        fused attention), for training with many shared negatives."""
+        attention, (b, length, hidden) = self.target_attention, h.shape
+        k = attention.num_spaces
+        d = hidden // k
+        vectors, bias = self.candidates(ids)  # (C, H), (C,)
+        queries = attention.query(vectors).view(-1, k, d).transpose(0, 1)  # (K, C, d)
+        folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d)
+        keys = attention.key(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
+        values = attention.value(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        spaces = F.scaled_dot_product_attention(queries[None].expand(b, -1, -1, -1), keys, values,
+                                                attn_mask=mask[:, None, None, :])  # (B, K, C, d)
+        return bias + vectors @ attention.out.bias + (spaces * folded[None]).sum(dim=(1, 3))  # (B, C)
+
     def negatives(self, target: Tensor, valid: Tensor, vector: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Negative vectors (B, N, H), biases (B, N) and keep mask (B, N) (False = accidental hit / invalid).
 
@@ -279,23 +306,32 @@ class ATRank(nn.Module):
 
     # --- the interface -------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Next-behaviour prediction at a random cut (see the class docstring) -> {"loss", ...}."""
-        items, behaviors, lengths = batch["items"], batch["behaviors"], batch["lengths"]
+        """Next-behaviour prediction at ``cuts_per_user`` random cuts per user (see the class docstring) -> {"loss", ...}."""
+        items, behaviors, timestamps, lengths = batch["items"], batch["behaviors"], batch["timestamps"], batch["lengths"]
+        if self.config.cuts_per_user > 1:  # each user's row once per cut
+            items, behaviors, timestamps, lengths = (x.repeat_interleave(self.config.cuts_per_user, dim=0)
+                                                     for x in (items, behaviors, timestamps, lengths))
         cut, valid = next_item_cut(lengths)  # (B,), (B,)
         mask = torch.arange(items.shape[1], device=items.device)[None, :] < cut[:, None]  # (B, L)
-        h = self.encode(items, behaviors, batch["timestamps"], mask)  # (B, L, H)
+        h = self.encode(items, behaviors, timestamps, mask)  # (B, L, H)
         at_cut = cut.clamp_max(items.shape[1] - 1)[:, None]  # (B, 1)
         target = torch.where(valid, items.gather(1, at_cut).squeeze(1), 0)  # (B,) shifted item id
         vector, bias = self.candidates(target)  # (B, H), (B,)
-        negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)
-        logits, users = self.target_network(h, mask, torch.cat([vector[:, None], negative_vectors], dim=1),
-                                            torch.cat([bias[:, None], negative_bias], dim=1))  # (B, 1 + N)
+        if self.config.negatives == "shared":
+            positive, users = self.target_network(h, mask, vector[:, None], bias[:, None])  # (B, 1), (B, 1, H)
+            ids = torch.randint(1, self.num_items + 1, (self.config.num_shared,), device=items.device)  # (N,) shifted
+            logits = torch.cat([positive, self.shared_logits(h, mask, ids)], dim=1)  # (B, 1 + N)
+            keep = ids[None, :] != target[:, None]  # (B, N) accidental hits out
+        else:
+            negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)
+            logits, users = self.target_network(h, mask, torch.cat([vector[:, None], negative_vectors], dim=1),
+                                                torch.cat([bias[:, None], negative_bias], dim=1))  # (B, 1 + N)
         item_loss = LOSSES[self.config.loss](logits, keep, reduction="none")  # (B,)
         behavior_loss = self.behavior_loss(users[:, 0], behaviors.gather(1, at_cut).squeeze(1) - 1)  # (B,)
         weight = valid.float() / valid.sum().clamp_min(1)  # (B,) mean over users with a target
         loss = (weight * (item_loss + self.config.behavior_weight * behavior_loss)).sum()
         return {"loss": loss, "item_loss": (weight * item_loss).sum().detach(),
-                "behavior_loss": (weight * behavior_loss).sum().detach()}
+                "behavior_loss": (weight * behavior_loss).sum().detach(), "positions": valid.sum().float()}
 
     def behavior_loss(self, users: Tensor, behavior: Tensor) -> Tensor:
         """Auxiliary task: cross-entropy of the next behaviour type from u(true next item), (B, H) -> (B,).

@@ -2,20 +2,33 @@
 
 A SASRec encoder (causal self-attention over item embeddings + learned positions) gives ``z_i`` per
 position; an intention-disentanglement layer (§4.2.3) turns ``z_{1:t}`` into K intention vectors
-``φ^(k)``. Each training step samples one cut ``1 ≤ t < T`` per user and minimises seq2item
-(eq. 5-6: predict ``h_{t+1}``) plus latent seq2seq (eq. 3: predict ``φ^(k)`` of the REVERSED future
-``x_{T:t+1}``) on the λ fraction of (u, t, k) with the smallest seq2seq loss (eq. 4).
+``φ^(k)``. The loss is seq2item (eq. 5-6: predict ``h_{t+1}`` from ``φ(x_{1:t})``) plus latent
+seq2seq (eq. 3: predict ``φ^(k)`` of the REVERSED future ``x_{T:t+1}``) on the λ fraction of
+(u, t, k) with the smallest seq2seq loss (eq. 4).
 
-Layout: the batch contract's ``items`` (B, L) are left-aligned, ids + 1, 0 = padding. Positions are
-counted from the most recent item (0 = latest), as SASRec's left-padded fixed-width input does, so
-a sequence's encoding never depends on the batch width. With left-aligned items, causal attention
-never lets a real position see padding.
+**Objective** (``DSSConfig.objective``). The paper samples ONE cut t per user per step, with the
+other users' next items as the seq2item candidates (``"one_cut"`` + ``seq2item_candidates=
+"in_batch"``): ~6k targets per ML-1M epoch, and in-batch candidates without a log-Q correction
+teach popularity (rare items are almost never negatives). The default ``"all_positions"`` trains
+seq2item at **every** t of a window of ``max_length + 1`` items in one pass — causal intention
+pooling (each query t pools over i ≤ t, window-absolute positions) gives ``φ(x_{1:t})`` for every
+t at once — against the whole catalogue (``seq2item_candidates="catalogue"``, the paper's eq. 5-6
+with all items in the denominator, chunked), and the seq2seq term at ``cuts_per_user`` cuts per
+user, the reversed window encoded once (its prefix of length T − t is ``x_{T:t+1}``), λ-selection
+over every (u, t, k) of the batch. The paper's setting stays available (and is the ablation row).
+
+Layout: the batch contract's ``items`` (B, L) are left-aligned, ids + 1, 0 = padding. Positions:
+``"window"`` counts from the first item of the encoded window (0 = oldest), so the state at t of
+one pass equals that of the prefix encoded alone; ``"from_latest"`` (0 = the latest item, as
+SASRec's left-padded input; what checkpoints written before ``positions`` existed use) only with
+``objective="one_cut"``. With left-aligned items, causal attention never lets a real position see
+padding.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -23,7 +36,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
-from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.methods.sasrec import SASRecEncoder, window
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 
@@ -44,6 +58,16 @@ class DSSConfig:
         "weight of the MEAN selected seq2seq term (the paper's sum/sum ratio is λ·K)"))] = 1.0
     max_length: Annotated[int | None, Field(ge=1, description=(
         "positions encoded (default: info.max_sequence_length)"))] = None  # paper: 200 ML, 50 Amazon
+    # a choice (the module docstring): every position trains; "one_cut" is the paper's sampling
+    objective: Annotated[Literal["all_positions", "one_cut"], Field(description=(
+        '"all_positions": seq2item at every t of a window, seq2seq at cuts_per_user cuts; "one_cut": one random cut per user'))] = "all_positions"
+    # a choice: the catalogue in the denominator of eq. 6; "in_batch" is the paper's (needs objective="one_cut")
+    seq2item_candidates: Annotated[Literal["catalogue", "in_batch"], Field(description=(
+        'seq2item denominator: "catalogue" = every item; "in_batch" = the other samples\' next items (the paper)'))] = "catalogue"
+    cuts_per_user: Annotated[int, Field(ge=1, description=(
+        'seq2seq cuts per user per step with objective="all_positions"'))] = 4  # a choice: 4 x 128 futures per worker
+    positions: Annotated[Literal["window", "from_latest"], Field(description=(
+        '"window": 0 = the oldest encoded item; "from_latest": 0 = the latest (needs objective="one_cut")'))] = "window"
     lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # paper §5.4
     batch_size: Annotated[int, Field(ge=1, description="users per step")] = 128  # paper §5.4
 
@@ -51,60 +75,10 @@ class DSSConfig:
     def _rules(self) -> DSSConfig:
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_dim ({self.hidden_dim})")
+        if self.objective == "all_positions" and (self.seq2item_candidates == "in_batch" or self.positions == "from_latest"):
+            raise ValueError('objective="all_positions" needs seq2item_candidates="catalogue" and positions="window" '
+                             '(in-batch candidates and positions from the latest item are the paper\'s one-cut setting)')
         return self
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.num_heads, self.dropout = num_heads, dropout
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, d = x.shape
-        qkv = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, D/H) each
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, length, d)))  # (B, L, D)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm Transformer block: causal self-attention + point-wise feed-forward (SASRec §III-B)."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, num_heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(dim, dim), nn.Dropout(dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class SASRecEncoder(nn.Module):
-    """Causal self-attention over ``√D·H[x_i] + P[pos_i]``: ``z_i`` depends on ``x_{≤i}`` only (SASRec)."""
-
-    def __init__(self, item_embedding: nn.Embedding, max_length: int, config: DSSConfig):
-        super().__init__()
-        d = config.hidden_dim
-        self.item_embedding = item_embedding  # shared with the seq2item targets h
-        self.position_embedding = nn.Embedding(max_length, d)
-        nn.init.xavier_uniform_(self.position_embedding.weight)
-        self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
-        self.ln_f = nn.LayerNorm(d)
-
-    def forward(self, items: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """items, positions, valid: (B, L) -> z: (B, L, D); padding rows are zeroed."""
-        scale = math.sqrt(self.item_embedding.embedding_dim)
-        x = self.item_embedding(items) * scale + self.position_embedding(positions)  # (B, L, D)
-        x = self.dropout(x) * valid[..., None]  # (B, L, D)
-        for block in self.blocks:
-            x = block(x) * valid[..., None]
-        return self.ln_f(x) * valid[..., None]  # (B, L, D)
 
 
 class IntentionDisentanglement(nn.Module):
@@ -141,22 +115,33 @@ class IntentionDisentanglement(nn.Module):
         logits = torch.einsum("bld,bd->bl", key, query) / math.sqrt(z.shape[-1])
         return torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=1)  # (B, L)
 
+    def every_prefix(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+                     future: bool = False) -> torch.Tensor:
+        """φ^(k)(z_{1:t}) for every t in one pass — causal pooling, each query t over i ≤ t: (B, L, D) -> (B, L, K, D).
+
+        Row t equals :meth:`forward` of the prefix ``z_{1:t}`` (its query is x_t, the latest item
+        of that prefix); rows at padding positions are meaningless and must be ignored."""
+        alpha = self.position_embedding(positions)  # (B, L, D)
+        key = self.ln_3(alpha + z)
+        key = key + F.relu(self.key_transform(key))  # (B, L, D)
+        query = self.ln_4(alpha + z + self.query_bias)  # (B, L, D): the query of the prefix ending at t
+        logits = torch.einsum("btd,bid->bti", query, key) / math.sqrt(z.shape[-1])  # (B, L_t, L_i)
+        length = z.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=z.device).tril()  # i <= t
+        allowed = causal[None] & valid[:, None, :]  # (B, L, L)
+        allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # padding rows: anything finite
+        p = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)  # (B, L_t, L_i) p_i per query t
+        values = self.category_weights(z)[..., None] * z[:, :, None, :]  # (B, L_i, K, D) p_{k|i} z_i
+        pooled = torch.bmm(p, values.flatten(2)).view(*z.shape[:2], -1, z.shape[-1])  # (B, L_t, K, D)
+        bias = self.future_bias if future else self.input_bias
+        return self.ln_5(bias + pooled)  # (B, L, K, D)
+
     def forward(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
                 future: bool = False) -> torch.Tensor:
         """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i): (B, L, D) -> (B, K, D); β = the future set if ``future``."""
         weights = self.category_weights(z) * self.position_weights(z, positions, valid)[..., None]  # (B, L, K)
         bias = self.future_bias if future else self.input_bias
         return self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
-
-
-def window(items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Left-aligned ``items[b, start_b : start_b + length_b]`` (reversed if ``reverse``), 0-padded: (B, max length)."""
-    width = max(1, int(length.max()))
-    j = torch.arange(width, device=items.device)[None, :]  # (1, W)
-    offset = (length[:, None] - 1 - j) if reverse else j
-    valid = j < length[:, None]
-    index = (start[:, None] + offset).clamp(0, items.shape[1] - 1)
-    return torch.where(valid, items.gather(1, index), torch.zeros_like(index))  # (B, W)
 
 
 def sample_cuts(lengths: torch.Tensor) -> torch.Tensor:
@@ -185,14 +170,27 @@ class DSS(nn.Module):
     def representation_dim(self) -> int:
         return self.config.num_intentions * self.config.hidden_dim
 
-    def intentions(self, items: torch.Tensor, future: bool = False) -> torch.Tensor:
-        """Left-aligned sequences (B, L), 0 = padding, at most ``max_length`` long -> φ (B, K, D)."""
+    def _encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-aligned sequences (B, L ≤ max_length), 0 = padding -> z (B, L, D), positions, valid (B, L)."""
         valid = items > 0
         length = valid.sum(dim=1, keepdim=True).clamp(min=1)  # an empty row encodes one padding token
         valid = valid | (torch.arange(items.shape[1], device=items.device) < length)
-        positions = (length - 1 - torch.arange(items.shape[1], device=items.device)).clamp(min=0)  # 0 = latest
-        z = self.encoder(items, positions, valid)  # (B, L, D)
+        steps = torch.arange(items.shape[1], device=items.device)
+        if self.config.positions == "window":
+            positions = steps.expand_as(items)  # 0 = the oldest encoded item
+        else:
+            positions = (length - 1 - steps).clamp(min=0)  # 0 = latest
+        return self.encoder(items, positions, valid), positions, valid
+
+    def intentions(self, items: torch.Tensor, future: bool = False) -> torch.Tensor:
+        """Left-aligned sequences (B, L), 0 = padding, at most ``max_length`` long -> φ (B, K, D)."""
+        z, positions, valid = self._encode(items)
         return self.disentangle(z, positions, valid, future=future)
+
+    def every_prefix(self, items: torch.Tensor, future: bool = False) -> torch.Tensor:
+        """φ(x_{1:t}) of every prefix in one pass: (B, L) -> (B, L, K, D) (row t: the prefix ending at item t)."""
+        z, positions, valid = self._encode(items)
+        return self.disentangle.every_prefix(z, positions, valid, future=future)
 
     def _history(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The whole available history: the most recent ``max_length`` items, (B, ≤ max_length)."""
@@ -200,7 +198,50 @@ class DSS(nn.Module):
         return window(batch["items"], batch["lengths"] - length, length)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One random cut per user; loss = mean seq2item + seq2seq_weight · mean of the kept seq2seq terms.
+        """Loss = mean seq2item + seq2seq_weight · mean of the kept seq2seq terms (see the module docstring)."""
+        if self.config.objective == "all_positions":
+            return self._all_positions(batch)
+        return self._one_cut(batch)
+
+    def _all_positions(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Seq2item at every position of a random window per user, seq2seq at ``cuts_per_user`` cuts."""
+        items, lengths = batch["items"], batch["lengths"]
+        span = lengths.clamp(max=self.max_length + 1)  # the window: inputs and the last target
+        start = (torch.rand(lengths.shape, device=items.device) * (lengths - span + 1)).long()
+        sequence = window(items, start, span)  # (B, W + 1) x_1 … x_T of the window
+        inputs, targets = sequence[:, :-1], sequence[:, 1:]  # position t predicts x_{t+1}
+        if inputs.shape[1] == 0:  # every user has a single item: nothing to predict
+            zero = self.item_embedding.weight.sum() * 0.0
+            return {"loss": zero, "seq2item": zero.detach(), "seq2seq": zero.detach()}
+        trained = targets > 0  # (B, W)
+        phi = self.every_prefix(inputs)  # (B, W, K, D) φ(x_{1:t})
+        seq2item = catalogue_seq2item_losses(phi[trained], self.item_embedding.weight[1:], targets[trained] - 1)
+        seq2item = seq2item.mean() if seq2item.numel() else phi.sum() * 0.0
+        out = {"seq2item": seq2item.detach(), "positions": trained.sum().float()}
+        seq2seq = torch.zeros((), device=items.device)
+        if self.config.selection_fraction > 0:
+            valid = span >= 2  # users with a cut 1 ≤ t ≤ T - 1
+            reversed_window = window(sequence, torch.zeros_like(span), span, reverse=True)  # x_T … x_1
+            phi_future = self.every_prefix(reversed_window, future=True)  # (B, W + 1, K, D): row m = φ(x_{T:T-m})
+            cuts = torch.stack([sample_cuts(span) for _ in range(self.config.cuts_per_user)], dim=1)  # (B, C) t
+            rows = torch.arange(len(span), device=items.device)[:, None].expand_as(cuts)  # (B, C)
+            inputs_phi = phi[rows, (cuts - 1).clamp(max=phi.shape[1] - 1)]  # (B, C, K, D) φ(x_{1:t})
+            futures = phi_future[rows, (span[:, None] - cuts - 1).clamp(min=0)]  # (B, C, K, D) φ(x_{T:t+1})
+            sample = valid[:, None].expand_as(cuts).reshape(-1)  # (B·C,)
+            candidates = gather_with_grad(futures.flatten(0, 1))  # (N, K, D) every worker's futures
+            candidate_mask = gather_with_grad(sample.float()) > 0  # (N,)
+            own = rank() * sample.numel() + torch.arange(sample.numel(), device=items.device)  # (B·C,)
+            losses = seq2seq_losses(inputs_phi.flatten(0, 1)[sample], candidates, own[sample], candidate_mask)
+            keep = select_smallest(losses, self.config.selection_fraction)
+            seq2seq = losses[keep].sum() / keep.sum().clamp(min=1)
+            out.update(seq2seq_all=losses.detach().mean() if losses.numel() else seq2seq.detach(),
+                       seq2seq_kept=keep.sum().float())
+        out["seq2seq"] = seq2seq.detach()
+        out["loss"] = seq2item + self.config.seq2seq_weight * seq2seq
+        return out
+
+    def _one_cut(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The paper's sampling: one random cut per user.
 
         Users with fewer than 2 items have no (u, t) sample: they are neither anchors nor candidates.
         Candidates (next items, futures) are gathered from every worker; the selection of eq. 4 is
@@ -214,8 +255,12 @@ class DSS(nn.Module):
         candidate_mask = gather_with_grad(valid.float()) > 0  # (N,)
         targets = rank() * items.shape[0] + torch.arange(items.shape[0], device=items.device)  # (B,) own rows
         next_items = torch.where(valid, items.gather(1, cut[:, None].clamp(max=items.shape[1] - 1))[:, 0], 0)
-        h = gather_with_grad(self.item_embedding(next_items))  # (N, D) h_{t'+1}
-        seq2item = seq2item_losses(phi[valid], h, targets[valid], candidate_mask).sum() / valid.sum().clamp(min=1)
+        if self.config.seq2item_candidates == "catalogue":
+            seq2item = catalogue_seq2item_losses(phi[valid], self.item_embedding.weight[1:], next_items[valid] - 1)
+            seq2item = seq2item.sum() / valid.sum().clamp(min=1)
+        else:
+            h = gather_with_grad(self.item_embedding(next_items))  # (N, D) h_{t'+1}
+            seq2item = seq2item_losses(phi[valid], h, targets[valid], candidate_mask).sum() / valid.sum().clamp(min=1)
         out = {"seq2item": seq2item.detach()}
         seq2seq = torch.zeros((), device=items.device)
         if self.config.selection_fraction > 0:

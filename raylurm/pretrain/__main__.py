@@ -35,7 +35,8 @@ from raylurm.train.fit import DEFAULT_DATA, fit, resolve_boi, resolve_dataset
 log = logging.getLogger("raylurm.pretrain")
 
 #: the TrainConfig fields that are flags (``--num-workers``...), besides ``--method``
-TRAIN_FLAGS = ("epochs", "num_workers", "use_gpu", "batch_size", "lr", "seed", "max_steps_per_epoch", "max_failures")
+TRAIN_FLAGS = ("epochs", "num_workers", "use_gpu", "batch_size", "lr", "seed", "max_steps_per_epoch", "max_failures",
+               "patience", "validation_users")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from raylurm.boi.manifest import boi_dataset_dir
+
 PAD = 0
 
 
@@ -53,7 +55,7 @@ class DataInfo:
     def from_boi(cls, directory: str | os.PathLike) -> "DataInfo":
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
-        category, num_categories = _item_categories(directory, Path(manifest["dataset"]))
+        category, num_categories = _item_categories(directory, boi_dataset_dir(directory, manifest))
         boi = manifest["config"]["boi"]
         return cls(num_interests=manifest["num_interests"], num_items=manifest["num_items"],
                    num_behaviors=len(manifest["behaviors"]), scales=tuple(boi["scales"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,15 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+#: method options added after checkpoints were written, with the value that rebuilds those checkpoints'
+#: model exactly (a checkpoint's ``method_config`` lacks the key; a new default must not change it)
+LEGACY_OPTIONS = {"dss": {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest"}}
+
+
 def build_model(meta: dict) -> torch.nn.Module:
     cls = METHODS[meta["method"]]
-    return cls(from_dict(cls.Config, meta["method_config"]), from_dict(DataInfo, meta["info"]))
+    options = {**LEGACY_OPTIONS.get(meta["method"], {}), **meta["method_config"]}
+    return cls(from_dict(cls.Config, options), from_dict(DataInfo, meta["info"]))
 
 
 def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -69,11 +76,42 @@ def checkpoints_in(run: Path) -> list[Path]:
 
 
 def resolve_checkpoint(value: str, storage: Path) -> Path:
-    """A checkpoint dir, a run dir (its latest checkpoint) or a run name under ``storage``."""
+    """A checkpoint dir, a run dir or a run name under ``storage``; a run means its result (:func:`best_in_run`:
+    the best validation epoch, else the latest)."""
     for candidate in (Path(value), Path(storage) / value):
         if (candidate / META).exists():
             return candidate
-        found = checkpoints_in(candidate) if candidate.is_dir() else []
-        if found:
-            return max(found, key=lambda p: (json.loads((p / META).read_text()).get("step", 0), p.name))
+        found = best_in_run(candidate) if candidate.is_dir() else None
+        if found is not None:
+            return found
     raise FileNotFoundError(f"no checkpoint at {value!r} (looked for a checkpoint dir, a run dir and a run name under {storage})")
+
+
+def run_checkpoints(run_dir: str | os.PathLike, split: str | None = None) -> list[tuple[Path, dict]]:
+    """Every checkpoint of a run (``<storage>/<name>``) with its meta, oldest epoch first; only ``split``'s when given."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint_*/" + META):
+        meta = read_meta(path.parent)
+        if split is None or meta.get("split") == split:
+            found.append((path.parent, meta))
+    return sorted(found, key=lambda pm: (pm[1].get("epoch", 0), pm[0].stat().st_mtime))
+
+
+def best_in_run(run_dir: str | os.PathLike, split: str | None = None) -> Path | None:
+    """The run's result: the checkpoint with the best validation metric (the earliest on a tie), else the latest epoch."""
+    found = run_checkpoints(run_dir, split)
+    scored = [(float(m["validation"][m["validation_metric"]]), -m.get("epoch", 0), p) for p, m in found
+              if m.get("validation_metric") and _finite(m.get("validation", {}).get(m["validation_metric"]))]
+    if scored:
+        return max(scored, key=lambda s: s[:2])[2]
+    return found[-1][0] if found else None
+
+
+def run_finished(run_dir: str | os.PathLike, epochs: int, split: str | None = None) -> bool:
+    """Whether the run trained ``epochs`` epochs or stopped early (its validation metric stopped improving)."""
+    found = run_checkpoints(run_dir, split)
+    return any(m.get("stopped_early") for _, m in found) or max((m.get("epoch", 0) for _, m in found), default=0) >= epochs
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

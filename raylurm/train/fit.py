@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 from raylurm.boi.build import build
+from raylurm.boi.manifest import boi_dataset_dir
 from raylurm.config import apply_overrides, to_dict
 from raylurm.data import datasets
 from raylurm.data.prepare import data_home
@@ -48,7 +48,7 @@ def resolve_dataset(data: str) -> Path:
     """The prepared dataset behind ``data``: a dataset dir or bundled name, or a BoI dir (its manifest's dataset)."""
     path = Path(data)
     if (path / "manifest.json").exists() and (path / "users").exists():
-        return Path(json.loads((path / "manifest.json").read_text())["dataset"])
+        return boi_dataset_dir(path)
     return datasets.resolve(data)
 
 
@@ -88,6 +88,7 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
     storage = Path(storage_path or default_storage()).expanduser().resolve()
     loop_config = {"train": dataclasses.asdict(train), "method": train.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": split,
+                   "validation_boi": str(boi_dir) if split else None,  # a split's run validates every epoch
                    "fault_marker": fault_marker or str(storage / name / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -9,11 +9,19 @@ Every epoch each rank calls ``ray.train.report`` once (rank 0 attaches the check
 optimizer, epoch, step, method config, data sizes and vocabulary hash). A restarted worker group
 (``FailureConfig``) or a rerun with the same ``name`` and ``storage_path`` resumes from the
 latest checkpoint: the epoch and step counters continue where they stopped.
+
+**Validation** (runs pretrained on a split: ``config["validation_boi"]``, see
+:mod:`raylurm.train.validation`): after every epoch rank 0 computes the run's validation metric
+and broadcasts it; a checkpoint is attached only when the metric improved (and at the last
+epoch), so the latest two checkpoints kept are the best epoch and the last one, and the run stops
+when ``TrainConfig.patience`` epochs passed without improvement. Every checkpoint's meta records
+the best epoch so far; :func:`raylurm.train.checkpoint.best_in_run` picks the best epoch's.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -23,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from raylurm.config import from_dict, to_dict
 from raylurm.methods import METHODS
@@ -30,6 +39,7 @@ from raylurm.ray_internals import PLACEMENT_GROUP_KEY, current_placement_group_i
 from raylurm.train import checkpoint as ckpt
 from raylurm.train.batch import DataInfo, collate
 from raylurm.train.config import TrainConfig
+from raylurm.train.validation import for_run
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     batch_size = train.batch_size or model_config.batch_size
     shard = ray.train.get_dataset_shard("train")
     step = state.get("step", 0)
+    module = model.module if hasattr(model, "module") else model
+    tracker = _Tracker(config, train, state.get("meta", {}), module, info, rank)
+    if state.get("meta", {}).get("stopped_early"):
+        log.info("the run stopped early at epoch %d (best: epoch %s); nothing to train", state["epoch"], state["meta"].get("best_epoch"))
+        return
     for epoch in range(state.get("epoch", 0), train.epochs):
         started, losses = time.perf_counter(), []
         for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=True,
@@ -85,10 +100,74 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise ValueError(f"epoch {epoch + 1} had no full batch of {batch_size} users on rank {rank}: "
                              f"lower --batch-size (the data has too few users for {context.get_world_size()} worker(s))")
         metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
+        attach, stop = tracker.after_epoch(epoch + 1, metrics, module)
         if rank == 0 and (group := current_placement_group_id()) is not None:
             metrics[PLACEMENT_GROUP_KEY] = group  # lets a Tune driver free the workers of a stopped trial
-        _report(model, optimizer, metrics, rank, ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step,
-                                                               train=to_dict(train), split=config.get("split")))
+        _report(model, optimizer, metrics, rank if attach else -1,
+                ckpt.meta_for(train.method, model_config, info, epoch=epoch + 1, step=step, train=to_dict(train),
+                              split=config.get("split"), **tracker.meta(early=stop and epoch + 1 < train.epochs)))
+        if stop:
+            if epoch + 1 < train.epochs:
+                log.info("early stop after epoch %d: no better %s for %d epochs (best: epoch %d, %.4f)", epoch + 1,
+                         tracker.metric, train.patience, tracker.best_epoch, tracker.best_value)
+            break
+
+
+class _Tracker:
+    """The validation metric after each epoch (rank 0 computes, every rank receives), the best epoch, the stop rule."""
+
+    def __init__(self, config: dict, train: TrainConfig, meta: dict, model: torch.nn.Module, info: DataInfo, rank: int):
+        self.train, self.scales = train, info.scales
+        self.enabled = bool(config.get("validation_boi"))
+        self.validation = for_run(model, config["validation_boi"], train.validation_users) if self.enabled and rank == 0 else None
+        self.metric = self.validation.metric if self.validation is not None else meta.get("validation_metric")
+        self.best_epoch, self.best_value = int(meta.get("best_epoch", 0)), float(meta.get("best_value", -math.inf))
+        self.values: dict[str, float] = {}
+
+    def after_epoch(self, epoch: int, metrics: dict, module: torch.nn.Module) -> tuple[bool, bool]:
+        """Adds ``val_*`` to ``metrics``; -> (attach this epoch's checkpoint, stop after it)."""
+        last = epoch >= self.train.epochs
+        if not self.enabled:
+            return True, last
+        values = {}
+        if self.validation is not None:
+            started = time.perf_counter()
+            values = self.validation.score(module, self.scales)
+            values["validation_seconds"] = time.perf_counter() - started
+        self.metric = _broadcast_name(self.metric)
+        values = _broadcast_values(values)
+        value = values.get(self.metric, math.nan) if self.metric else math.nan
+        metrics.update(values)
+        if math.isnan(value):  # no signal (e.g. a probe that could not be fitted): keep every epoch, never stop early
+            self.best_epoch, self.values = epoch, values
+            return True, last
+        improved = value > self.best_value
+        if improved:
+            self.best_epoch, self.best_value = epoch, value
+        self.values = values
+        metrics.update(best_epoch=self.best_epoch, **{f"best_{self.metric}": self.best_value})
+        stop = last or (self.train.patience is not None and epoch - self.best_epoch >= self.train.patience)
+        return improved or stop, stop
+
+    def meta(self, early: bool) -> dict:
+        """What a checkpoint records: this epoch's validation, the best epoch so far, whether the run stopped early."""
+        if not self.enabled:
+            return {}
+        return {"validation": self.values, "validation_metric": self.metric, "best_epoch": self.best_epoch,
+                "best_value": self.best_value if math.isfinite(self.best_value) else None, "stopped_early": early}
+
+
+def _broadcast_values(values: dict[str, float]) -> dict[str, float]:
+    """Rank 0's ``values`` on every rank (a no-op in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    box = [values]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _broadcast_name(name: str | None) -> str | None:
+    return _broadcast_values({"name": name})["name"]
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
@@ -120,11 +199,11 @@ def _restore(model: torch.nn.Module) -> dict:
         meta = ckpt.read_meta(directory)
         optimizer = torch.load(Path(directory) / "optimizer.pt", weights_only=True)
     log.info("resuming from epoch %d, step %d", meta["epoch"], meta["step"])
-    return {"epoch": meta["epoch"], "step": meta["step"], "optimizer": optimizer}
+    return {"epoch": meta["epoch"], "step": meta["step"], "optimizer": optimizer, "meta": meta}
 
 
 def _report(model, optimizer, metrics: dict, rank: int, meta: dict) -> None:
-    """Every rank reports once per epoch; rank 0 attaches the checkpoint."""
+    """Every rank reports once per epoch; rank 0 attaches the checkpoint (rank -1: nobody does, this epoch)."""
     import ray.train  # lazy: Ray's import costs seconds; only runs that use it pay
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,6 +77,8 @@ class ValidationConfig:
 class ProfilingValidation:
     """Probe data for one split: history rows of the selection users, their labels and folds."""
 
+    metric = METRIC
+
     def __init__(self, history_boi: str | os.PathLike, users_parquet: str | os.PathLike, config: ValidationConfig = ValidationConfig()):
         self.config = config
         labels = label_columns(Path(users_parquet))

@@ -62,6 +62,19 @@ def test_split_parts_hold_no_held_out_event(setting):
     assert json.loads((split.boi("history") / "manifest.json").read_text())["vocabulary_hash"] == split.meta["vocabulary_hash"]
 
 
+def test_categories_survive_the_split_rename(setting):
+    """The split is built in a temp dir and renamed: ATRank must still see the items' categories."""
+    import pyarrow.parquet as pq
+
+    from raylurm.train.batch import DataInfo
+
+    _, split, _ = setting
+    info = DataInfo.from_boi(split.boi("pretrain"))
+    firsts = {c[0] for c in pq.read_table(split.dataset("pretrain") / "items.parquet", columns=["category"])["category"].to_pylist() if c}
+    assert len(firsts) >= 2 and info.num_categories == len(firsts) + 1, "every first category + 'none'"
+    assert len(set(info.item_category) - {0}) == len(firsts)
+
+
 def test_cli_evaluates_split_checkpoints_with_baselines(setting, capsys):
     import pandas as pd
     import pyarrow.parquet as pq

@@ -94,8 +94,7 @@ def _in_process(entry, rows) -> np.ndarray:
 
 def test_health_models_and_openapi(app):
     status, health = _http(app.url + "/healthz")
-    assert status == 200 and health == {"status": "ok", "methods": {m: f"{m}-a" for m in
-                                                                     ("lurm", "atrank", "dss", "adaptssr")}}
+    assert status == 200 and health == {"status": "ok", "methods": {m: f"{m}-a" for m in METHODS}}
     status, models = _http(app.url + "/v1/models")
     by_method = {m["method"]: m for m in models["models"]}
     assert status == 200 and set(by_method) == set(METHODS)
@@ -130,7 +129,7 @@ def test_similar_users_and_recommend(app):
     status, out = _http(app.url + "/v1/similar-users", {"method": "adaptssr", "events": events, "k": 3})
     assert status == 200 and out["users"][0]["user_id"] == app.user  # the user's own history is nearest to itself
     assert out["users"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    for method in ("atrank", "dss"):
+    for method in ("atrank", "dss", "sasrec"):
         status, out = _http(app.url + "/v1/recommend", {"method": method, "events": events, "k": 5})
         model, meta = load_model(app.registry.current(method).path)
         vocab = pq.read_table(app.registry.current(method).path / "boi" / "vocabulary" / "items.parquet")["item_id"].to_pylist()

@@ -122,8 +122,9 @@ def test_padding_does_not_change_outputs(garbage: int) -> None:
     torch.testing.assert_close(model.score_items(padded, ids), model.score_items(batch, ids), atol=1e-5, rtol=1e-5)
 
 
-def test_training_target_sees_no_future_events() -> None:
-    model, batch = make_model(dropout=0.0), make_batch()
+@pytest.mark.parametrize("negatives", ["shared", "sampled"])
+def test_training_target_sees_no_future_events(negatives: str) -> None:
+    model, batch = make_model(dropout=0.0, cuts_per_user=1, negatives=negatives), make_batch()
     torch.manual_seed(5)
     cut, _ = atrank_module.next_item_cut(batch["lengths"])
     positions = torch.arange(batch["items"].shape[1])[None, :]
@@ -147,13 +148,17 @@ def test_next_item_cut_range() -> None:
 
 
 # --- the model ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [{}, {"loss": "softmax"}, {"negatives": "in_batch"},
-                                       {"negatives": "in_batch", "loss": "softmax"}, {"num_sampled": 7}])
+PUBLIC_CODE = {"negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}  # the ablation row
+
+
+@pytest.mark.parametrize("overrides", [{}, PUBLIC_CODE, {"loss": "sigmoid"}, {"negatives": "in_batch"},
+                                       {"negatives": "in_batch", "loss": "sigmoid"}, {"negatives": "sampled", "num_sampled": 7}])
 def test_default_model_finite_loss_and_all_gradients(overrides) -> None:
     torch.manual_seed(0)
     model = ATRank(ATRankConfig(**overrides), make_info())
     out = model(collate(synthetic_rows(16, 20, NUM_ITEMS, max_events=10, seed=1)))
-    assert set(out) == {"loss", "item_loss", "behavior_loss"} and all(v.ndim == 0 for v in out.values())
+    assert set(out) == {"loss", "item_loss", "behavior_loss", "positions"} and all(v.ndim == 0 for v in out.values())
+    assert float(out["positions"]) == 16 * model.config.cuts_per_user, "every user has >= 2 events: one target per cut"
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -182,7 +187,7 @@ def test_in_batch_negatives_use_gather_with_grad(monkeypatch) -> None:
         return torch.cat([x, x.detach() if x.is_floating_point() else torch.full_like(x, -1)])
 
     monkeypatch.setattr(atrank_module, "gather_with_grad", fake_gather)
-    model, batch = make_model(negatives="in_batch"), make_batch()
+    model, batch = make_model(negatives="in_batch", cuts_per_user=1), make_batch()
     assert torch.isfinite(model(batch)["loss"])
     assert len(calls) == 2 and calls[0][0] == batch["items"].shape[0]
 
@@ -232,6 +237,44 @@ def test_score_items_shapes_and_per_user() -> None:
     torch.testing.assert_close(model.score_items(alone, ids), scores[2:3], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         model.score_items(batch, torch.tensor([NUM_ITEMS]))
+
+
+def test_shared_logits_are_the_target_network_with_gradients() -> None:
+    """Training's fused shared-candidate logits = the target network per (user, candidate), values and gradients."""
+    model, batch = make_model().double(), make_batch()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    h, mask = model.encode_history(batch)
+    ids = torch.tensor([1, 4, 9, NUM_ITEMS])
+    fused = model.shared_logits(h, mask, ids)
+    reference = model.target_network(h, mask, *model.candidates(ids.expand(8, -1)))[0]
+    torch.testing.assert_close(fused, reference, atol=1e-10, rtol=1e-10)
+    weights = torch.randn(8, 4, dtype=torch.float64)
+    got = torch.autograd.grad((fused * weights).sum(), list(model.target_attention.parameters()), retain_graph=True)
+    want = torch.autograd.grad((reference * weights).sum(), list(model.target_attention.parameters()))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
+    """A shared negative equal to a row's target does not count against that row (and counts for the others)."""
+    model, batch = make_model(dropout=0.0, cuts_per_user=1, num_shared=3), make_batch()
+    cut = torch.ones(8, dtype=torch.long)
+    monkeypatch.setattr(atrank_module, "next_item_cut", lambda lengths: (cut, torch.ones(8, dtype=torch.bool)))
+    targets = batch["items"][:, 1]  # shifted ids of every row's target at cut 1
+    monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: targets[:3].clone())
+    seen = {}
+    real = atrank_module.LOSSES["softmax"]
+
+    def spy(logits, keep, reduction):
+        seen.update(logits=logits, keep=keep)
+        return real(logits, keep, reduction=reduction)
+
+    monkeypatch.setitem(atrank_module.LOSSES, "softmax", spy)
+    model(batch)
+    assert seen["logits"].shape == (8, 1 + 3)
+    torch.testing.assert_close(seen["keep"], targets[None, :3] != targets[:, None])
+    assert not seen["keep"][[0, 1, 2], [0, 1, 2]].any()
 
 
 @pytest.mark.parametrize("group,chunk", [(1, 1), (3, 7), (32, 512)])

@@ -28,6 +28,7 @@ from raylurm.methods.adaptssr import AdaptSSRConfig
 from raylurm.methods.atrank import ATRankConfig
 from raylurm.methods.dss import DSSConfig
 from raylurm.methods.lurm import LURMConfig
+from raylurm.methods.sasrec import SASRecConfig
 from raylurm.pretrain import __main__ as pretrain
 from raylurm.train.config import TrainConfig
 from raylurm.tune.validation import ValidationConfig
@@ -42,6 +43,7 @@ INVALID = {
     ATRankConfig: ({"loss": "bpr"}, "loss"),
     LURMConfig: ({"temperature": 0.0}, "temperature"),
     AdaptSSRConfig: ({"mask_ratio": 0.0}, "mask_ratio"),
+    SASRecConfig: ({"loss": "bpr"}, "loss"),
     TrainConfig: ({"epochs": 0}, "epochs"),
     VocabularyConfig: ({"top_k": 0}, "top_k"),
     BuildConfig: ({"boi": {"max_sequence_length": 0}}, "max_sequence_length"),

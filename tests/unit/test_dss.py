@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from raylurm.config import from_dict
-from raylurm.losses.dss import select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2item_losses, seq2seq_losses
+from raylurm.methods import dss as dss_module
 from raylurm.methods.dss import DSS, DSSConfig, sample_cuts, window
 from raylurm.train.batch import DataInfo, collate, synthetic_rows
 
 INFO = DataInfo(num_interests=20, num_items=50, num_behaviors=3, scales=("month", "year"), max_sequence_length=12)
+#: the paper's setting (one cut per user, in-batch seq2item candidates, positions from the latest item)
+PAPER = dict(objective="one_cut", seq2item_candidates="in_batch", positions="from_latest")
 
 
 def _model(seed: int = 0, **overrides) -> DSS:
@@ -129,7 +132,7 @@ def _encoded(model: DSS, items: torch.Tensor):
 
 
 def test_intention_weights_are_distributions_and_zero_on_padding() -> None:
-    model = _model().eval()
+    model = _model(**PAPER).eval()
     items = window(_batch()["items"], torch.zeros(8, dtype=torch.long), torch.tensor([1, 2, 3, 4, 5, 6, 7, 8]))
     z, positions, valid = _encoded(model, items)
     p_k = model.disentangle.category_weights(z)  # (B, L, K)
@@ -142,7 +145,7 @@ def test_intention_weights_are_distributions_and_zero_on_padding() -> None:
 @torch.no_grad()
 def test_disentanglement_matches_loops() -> None:
     """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i) for one sequence, every equation written out."""
-    model = _model(seed=3).eval()
+    model = _model(seed=3, **PAPER).eval()
     layer, d = model.disentangle, model.config.hidden_dim
     items = torch.tensor([[3, 9, 4, 0, 0]])
     z, positions, valid = _encoded(model, items)
@@ -190,8 +193,8 @@ def test_encoder_is_causal() -> None:
 
 # ---------------------------------------------------------------- the method contract
 
-def test_default_model_finite_loss_and_all_gradients() -> None:
-    model = _model()
+def test_paper_model_finite_loss_and_all_gradients() -> None:
+    model = _model(**PAPER)
     out = model(_batch())
     assert set(out) >= {"loss", "seq2item", "seq2seq"} and all(v.ndim == 0 for v in out.values())
     assert torch.isfinite(out["loss"])
@@ -212,7 +215,7 @@ def test_lambda_zero_is_pure_seq2item() -> None:
 
 
 def test_users_without_a_cut_are_left_out() -> None:
-    model = _model().eval()
+    model = _model(**PAPER).eval()
     batch = _batch(4)
     short = {k: v.clone() for k, v in batch.items()}
     short["items"][0, 1:] = 0
@@ -223,12 +226,13 @@ def test_users_without_a_cut_are_left_out() -> None:
     assert float(model(alone)["loss"].detach()) == 0.0
 
 
-def test_overfits_one_tiny_batch(one_thread) -> None:
-    model = _model(dropout=0.0)
+@pytest.mark.parametrize("options,steps", [({}, 200), (PAPER, 100)])  # every position of 8 users takes longer to memorise
+def test_overfits_one_tiny_batch(one_thread, options, steps) -> None:
+    model = _model(dropout=0.0, **options)
     batch = _batch(8)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(100):
+    for _ in range(steps):
         torch.manual_seed(1)  # the same cuts t every step: one fixed batch of (u, t) samples
         loss = model(batch)["loss"]
         optimizer.zero_grad()
@@ -282,6 +286,98 @@ def test_score_items_is_max_over_intentions() -> None:
 def test_config_validation(bad) -> None:
     with pytest.raises(ValueError):
         DSSConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(seq2item_candidates="in_batch"), dict(positions="from_latest"), dict(cuts_per_user=0)])
+def test_all_positions_refuses_the_one_cut_options(bad) -> None:
+    with pytest.raises(ValueError):
+        DSSConfig(**bad)
+    if "cuts_per_user" not in bad:
+        DSSConfig(objective="one_cut", **bad)  # fine with the paper's sampling
+
+
+# ---------------------------------------------------------------- every position in one pass
+
+def test_catalogue_seq2item_is_eq_6_over_every_item() -> None:
+    g = torch.Generator().manual_seed(5)
+    phi = torch.randn(7, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 9, (7,), generator=g)
+    expected = seq2item_losses(phi, items, targets, torch.ones(9, dtype=torch.bool))  # the in-batch form, every item a candidate
+    for max_elements in (1, 3 * 9 * 3, 1 << 26):  # chunks of one row, of three rows, one piece
+        got = catalogue_seq2item_losses(phi, items, targets, max_elements=max_elements)
+        torch.testing.assert_close(got, expected)
+        grads = torch.autograd.grad(got.sum(), (phi, items))
+        want = torch.autograd.grad(expected.sum(), (phi, items), retain_graph=True)
+        torch.testing.assert_close(grads[0], want[0])
+        torch.testing.assert_close(grads[1], want[1])
+
+
+@torch.no_grad()
+def test_every_prefix_equals_each_prefix_encoded_alone() -> None:
+    model = _model(seed=2).eval()
+    items = _batch(6)["items"]
+    lengths = (items > 0).sum(1)
+    every = model.every_prefix(items)  # (B, L, K, D)
+    for t in range(1, items.shape[1] + 1):
+        rows = lengths >= t
+        torch.testing.assert_close(every[rows, t - 1], model.intentions(items[rows, :t]), atol=1e-5, rtol=1e-5)
+    future = model.every_prefix(items, future=True)
+    torch.testing.assert_close(future[:, 0], model.intentions(items[:, :1], future=True), atol=1e-5, rtol=1e-5)
+
+
+def test_all_positions_seq2seq_pairs_each_cut_with_its_reversed_future(monkeypatch) -> None:
+    """The one-pass inputs and futures of the seq2seq term equal φ(x_{1:t}) and φ(x_{T:t+1}) encoded per cut."""
+    model = _model(seed=4, cuts_per_user=2).eval()
+    batch = _batch(5)
+    cuts = [torch.tensor([1, 2, 3, 1, 2]), torch.tensor([4, 1, 1, 2, 3])]
+    cuts = [torch.minimum(c, (batch["lengths"] - 1).clamp(min=1)) for c in cuts]
+    supplied = iter(cuts)
+    monkeypatch.setattr(dss_module, "sample_cuts", lambda span: next(supplied))
+    seen = {}
+    real = dss_module.seq2seq_losses
+
+    def spy(intentions, candidates, targets, mask):
+        seen.update(intentions=intentions, candidates=candidates, targets=targets)
+        return real(intentions, candidates, targets, mask)
+
+    monkeypatch.setattr(dss_module, "seq2seq_losses", spy)
+    with torch.no_grad():
+        model(batch)
+    items, lengths = batch["items"], batch["lengths"]
+    for b in range(5):
+        for c in range(2):
+            t, n = int(cuts[c][b]), int(lengths[b])
+            row = b * 2 + c
+            expected_input = model.intentions(items[b:b + 1, :t])[0]
+            expected_future = model.intentions(window(items[b:b + 1], torch.tensor([t]), torch.tensor([n - t]), reverse=True),
+                                               future=True)[0]
+            torch.testing.assert_close(seen["intentions"][row], expected_input, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(seen["candidates"][int(seen["targets"][row])], expected_future, atol=1e-5, rtol=1e-5)
+
+
+def test_all_positions_trains_every_position_with_finite_loss_and_all_gradients() -> None:
+    model = _model()
+    batch = _batch()
+    out = model(batch)
+    assert float(out["positions"]) == float((batch["lengths"].clamp(max=INFO.max_sequence_length + 1) - 1).sum())
+    assert int(out["seq2seq_kept"]) == math.floor(0.5 * 8 * model.config.cuts_per_user * 4)
+    torch.testing.assert_close(out["loss"].detach(), out["seq2item"] + out["seq2seq"])
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+def test_checkpoints_written_before_the_options_rebuild_the_paper_model() -> None:
+    from raylurm.train.checkpoint import build_model
+
+    old = {"method": "dss", "method_config": {"hidden_dim": 8, "num_intentions": 2}, "info": dataclasses.asdict(INFO)}
+    model = build_model(old)
+    assert (model.config.objective, model.config.seq2item_candidates, model.config.positions) == \
+        ("one_cut", "in_batch", "from_latest")
+    new = {**old, "method_config": {**old["method_config"], "objective": "all_positions", "seq2item_candidates": "catalogue",
+                                    "positions": "window"}}
+    assert build_model(new).config.objective == "all_positions"
 
 
 def test_config_from_dict_and_defaults() -> None:

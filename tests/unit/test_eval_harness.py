@@ -30,8 +30,8 @@ def test_pretrain_seeds_give_one_subject_per_run_and_their_own_random_init(tmp_p
     assert {s.name for s in subjects if s.group == "baseline"} == {"majority", "popularity", "raw BoI", "TF-IDF"}
     assert harness.runs_of({"lurm": runs[0]}) == {"lurm": [runs[0]]}
     assert [harness.run_name("lurm", split, s) for s in (0, 1)] == ["lurm-eval-abc123", "lurm-eval-abc123-seed1"]
-    assert harness.latest_in_run(tmp_path, "lurm-eval-abc123-seed1", split) == runs[1]
-    assert harness.latest_in_run(tmp_path, "lurm-eval-abc123", types.SimpleNamespace(id="other")) is None
+    assert harness.result_in_run(tmp_path, "lurm-eval-abc123-seed1", split) == runs[1]
+    assert harness.result_in_run(tmp_path, "lurm-eval-abc123", types.SimpleNamespace(id="other")) is None
     table = harness.checkpoint_table({"lurm": runs})
     assert "| lurm | 0 | 0 | 3 | 30 | 8 × 1 |" in table and "| lurm | 1 | 1 | 3 | 30 | 8 × 1 |" in table
 

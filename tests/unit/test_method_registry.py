@@ -60,7 +60,8 @@ def toy(monkeypatch):
 
 
 def test_every_entry_honours_the_contract():
-    assert list(METHODS) == ["lurm", "atrank", "dss", "adaptssr"]  # the order every table and deployment uses
+    assert list(METHODS) == ["lurm", "atrank", "dss", "adaptssr", "sasrec"]  # the order every table and deployment uses
+    assert [m for m, cls in METHODS.items() if getattr(cls, "baseline", False)] == ["sasrec"]
     for key, cls in METHODS.items():
         assert cls.name == key
         assert dataclasses.is_dataclass(cls.Config)

@@ -151,7 +151,7 @@ def test_served_model_answers_as_the_model_does(registry, users_dir, method):
     nearest = served.similar(direct[3], 3)
     assert nearest[0]["user_id"] == "u3" and nearest[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert "u3" not in [u["user_id"] for u in served.similar(direct[3], 3, exclude="u3")]
-    assert served.can_recommend == (method in ("atrank", "dss")) and served.can_update == (method == "lurm")
+    assert served.can_recommend == (method in ("atrank", "dss", "sasrec")) and served.can_update == (method == "lurm")
     if served.can_recommend:
         scores = served.forward([row], scores=True)[0][0]
         top = served.top_items(scores, 5, seen=served.request_item_ids(events))

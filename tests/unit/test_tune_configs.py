@@ -47,8 +47,8 @@ def test_a_typo_fails_when_the_sweep_is_loaded(tmp_path):
     bad.write_text("METHODS = {'lurm': {}}\nTRAIN = {'epoch': 3}\n")
     with pytest.raises(ValueError, match="TRAIN has unknown key"):
         sweeps.load(bad)
-    bad.write_text("METHODS = {'sasrec': {}}\n")
-    with pytest.raises(ValueError, match="unknown method 'sasrec'"):
+    bad.write_text("METHODS = {'gru4rec': {}}\n")
+    with pytest.raises(ValueError, match="unknown method 'gru4rec'"):
         sweeps.load(bad)
 
 
