@@ -274,20 +274,34 @@ class ATRank(nn.Module):
     def shared_logits(self, h: Tensor, mask: Tensor, ids: Tensor) -> Tensor:
         """Differentiable target-network logits of candidates shared by the batch: h (B, L, H), ids (C,) -> (B, C).
 
-        The same function as :meth:`target_network` (output projection folded into the candidates,
-        fused attention), for training with many shared negatives."""
-        attention, (b, length, hidden) = self.target_attention, h.shape
+        The same function as :meth:`target_network`, computed as :meth:`_score_shared` explains; for
+        training with many shared negatives."""
+        return self._attend_shared(h, mask | ~mask.any(dim=1, keepdim=True), self._candidate_side(ids))
+
+    def _candidate_side(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per candidate: its queries (K, C, d), ``W_oᵀ c`` per space (K, C, d) and ``b_i + ⟨b_o, c⟩`` (C,)."""
+        attention = self.target_attention
         k = attention.num_spaces
-        d = hidden // k
         vectors, bias = self.candidates(ids)  # (C, H), (C,)
+        d = vectors.shape[-1] // k
         queries = attention.query(vectors).view(-1, k, d).transpose(0, 1)  # (K, C, d)
-        folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d)
-        keys = attention.key(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
+        folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d) = W_oᵀ c per space
+        return queries, folded, bias + vectors @ attention.out.bias
+
+    def _attend_shared(self, h: Tensor, mask: Tensor, side: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """Logits of every candidate of ``side`` for histories h (B, L, H) with non-empty prefix masks -> (B, C)."""
+        attention, (b, length, _) = self.target_attention, h.shape
+        queries, folded, constant = side
+        k, d = queries.shape[0], queries.shape[-1]
+        keys = attention.key(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d), once for every chunk
         values = attention.value(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
-        mask = mask | ~mask.any(dim=1, keepdim=True)
-        spaces = F.scaled_dot_product_attention(queries[None].expand(b, -1, -1, -1), keys, values,
-                                                attn_mask=mask[:, None, None, :])  # (B, K, C, d)
-        return bias + vectors @ attention.out.bias + (spaces * folded[None]).sum(dim=(1, 3))  # (B, C)
+        pad = mask[:, None, None, :]  # (B, 1, 1, L)
+        out = []
+        for start in range(0, queries.shape[1], SCORE_CHUNK):
+            q = queries[None, :, start:start + SCORE_CHUNK].expand(b, -1, -1, -1)  # (B, K, c, d)
+            spaces = F.scaled_dot_product_attention(q, keys, values, attn_mask=pad)  # (B, K, c, d)
+            out.append(constant[start:start + SCORE_CHUNK] + (spaces * folded[None, :, start:start + SCORE_CHUNK]).sum(dim=(1, 3)))
+        return torch.cat(out, dim=1) if out else h.new_zeros(b, 0)
 
     def negatives(self, target: Tensor, valid: Tensor, vector: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Negative vectors (B, N, H), biases (B, N) and keep mask (B, N) (False = accidental hit / invalid).
@@ -384,26 +398,11 @@ class ATRank(nn.Module):
         ``scaled_dot_product_attention`` (it never holds the (B, K, C, L) weights), over users
         sorted by length in groups trimmed to their longest history, so padding costs little.
         """
-        attention, (b, _, hidden) = self.target_attention, h.shape
-        k = attention.num_spaces
-        d = hidden // k
-        vectors, bias = self.candidates(ids)  # (C, H), (C,)
-        queries = attention.query(vectors).view(-1, k, d).transpose(0, 1)  # (K, C, d)
-        folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d) = W_oᵀ c per space
-        constant = bias + vectors @ attention.out.bias  # (C,)
+        side = self._candidate_side(ids)  # once for the batch
         mask = mask | ~mask.any(dim=1, keepdim=True)  # an empty row attends uniformly, as the softmax of a masked row
         lengths = mask.sum(dim=1)  # (B,) masks are prefixes
-        order = torch.argsort(lengths, descending=True)
-        out = h.new_empty(b, ids.shape[0])  # (B, C)
-        for group in order.split(SCORE_GROUP):
+        out = h.new_empty(h.shape[0], ids.shape[0])  # (B, C)
+        for group in torch.argsort(lengths, descending=True).split(SCORE_GROUP):
             n = int(lengths[group].max())
-            history = h[group, :n]  # (g, n, H)
-            keys = attention.key(history).view(len(group), n, k, d).transpose(1, 2)  # (g, K, n, d)
-            values = attention.value(history).view(len(group), n, k, d).transpose(1, 2)  # (g, K, n, d)
-            pad = mask[group, None, None, :n]  # (g, 1, 1, n)
-            for start in range(0, ids.shape[0], SCORE_CHUNK):
-                q = queries[None, :, start:start + SCORE_CHUNK].expand(len(group), -1, -1, -1)  # (g, K, c, d)
-                spaces = F.scaled_dot_product_attention(q, keys, values, attn_mask=pad)  # (g, K, c, d)
-                out[group, start:start + SCORE_CHUNK] = (
-                    constant[start:start + SCORE_CHUNK] + (spaces * folded[None, :, start:start + SCORE_CHUNK]).sum(dim=(1, 3)))
+            out[group] = self._attend_shared(h[group, :n], mask[group, :n], side)
         return out

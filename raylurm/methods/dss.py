@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
 from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2item_losses, seq2seq_losses
-from raylurm.methods.sasrec import SASRecEncoder, window
+from raylurm.methods.sasrec import SASRecEncoder, random_window, window
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 
@@ -206,9 +206,7 @@ class DSS(nn.Module):
     def _all_positions(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Seq2item at every position of a random window per user, seq2seq at ``cuts_per_user`` cuts."""
         items, lengths = batch["items"], batch["lengths"]
-        span = lengths.clamp(max=self.max_length + 1)  # the window: inputs and the last target
-        start = (torch.rand(lengths.shape, device=items.device) * (lengths - span + 1)).long()
-        sequence = window(items, start, span)  # (B, W + 1) x_1 … x_T of the window
+        sequence, span = random_window(items, lengths, self.max_length + 1)  # (B, W + 1) x_1 … x_T of the window
         inputs, targets = sequence[:, :-1], sequence[:, 1:]  # position t predicts x_{t+1}
         if inputs.shape[1] == 0:  # every user has a single item: nothing to predict
             zero = self.item_embedding.weight.sum() * 0.0
@@ -231,13 +229,18 @@ class DSS(nn.Module):
             candidates = gather_with_grad(futures.flatten(0, 1))  # (N, K, D) every worker's futures
             candidate_mask = gather_with_grad(sample.float()) > 0  # (N,)
             own = rank() * sample.numel() + torch.arange(sample.numel(), device=items.device)  # (B·C,)
-            losses = seq2seq_losses(inputs_phi.flatten(0, 1)[sample], candidates, own[sample], candidate_mask)
-            keep = select_smallest(losses, self.config.selection_fraction)
-            seq2seq = losses[keep].sum() / keep.sum().clamp(min=1)
-            out.update(seq2seq_all=losses.detach().mean() if losses.numel() else seq2seq.detach(),
-                       seq2seq_kept=keep.sum().float())
-        out["seq2seq"] = seq2seq.detach()
-        out["loss"] = seq2item + self.config.seq2seq_weight * seq2seq
+            seq2seq = self._selected(seq2seq_losses(inputs_phi.flatten(0, 1)[sample], candidates, own[sample], candidate_mask), out)
+        return self._total(seq2item, seq2seq, out)
+
+    def _selected(self, losses: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 4: the mean of the ⌊λ·M⌋ smallest seq2seq losses; their statistics go into ``out``."""
+        keep = select_smallest(losses, self.config.selection_fraction)
+        seq2seq = losses[keep].sum() / keep.sum().clamp(min=1)
+        out.update(seq2seq_all=losses.detach().mean() if losses.numel() else seq2seq.detach(), seq2seq_kept=keep.sum().float())
+        return seq2seq
+
+    def _total(self, seq2item: torch.Tensor, seq2seq: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out.update(seq2seq=seq2seq.detach(), loss=seq2item + self.config.seq2seq_weight * seq2seq)
         return out
 
     def _one_cut(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -267,14 +270,8 @@ class DSS(nn.Module):
             future_length = (lengths - cut).clamp(min=0, max=self.max_length)
             future = window(items, cut, future_length, reverse=True)  # x_{T:t+1}, x_{t+1} last
             phi_future = gather_with_grad(self.intentions(future, future=True))  # (N, K, D)
-            losses = seq2seq_losses(phi[valid], phi_future, targets[valid], candidate_mask)  # (B', K)
-            keep = select_smallest(losses, self.config.selection_fraction)  # ⌊λ·B'·K⌋ smallest
-            seq2seq = losses[keep].sum() / keep.sum().clamp(min=1)
-            out.update(seq2seq_all=losses.detach().mean() if losses.numel() else seq2seq.detach(),
-                       seq2seq_kept=keep.sum().float())
-        out["seq2seq"] = seq2seq.detach()
-        out["loss"] = seq2item + self.config.seq2seq_weight * seq2seq
-        return out
+            seq2seq = self._selected(seq2seq_losses(phi[valid], phi_future, targets[valid], candidate_mask), out)  # (B', K)
+        return self._total(seq2item, seq2seq, out)
 
     @torch.no_grad()
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -135,6 +135,14 @@ def window(items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, rever
     return torch.where(valid, items.gather(1, index), torch.zeros_like(index))  # (B, W)
 
 
+def random_window(items: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per user a window of ``min(length, size)`` consecutive items at a uniform random start, left-aligned:
+    -> (B, ≤ size) items and (B,) window lengths."""
+    span = lengths.clamp(max=size)
+    start = (torch.rand(lengths.shape, device=items.device) * (lengths - span + 1)).long()
+    return window(items, start, span), span
+
+
 class SASRec(nn.Module):
     name = "sasrec"
     Config = SASRecConfig
@@ -167,9 +175,7 @@ class SASRec(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Next item at every position of a window of ``max_length + 1`` items per user -> {"loss", ...}."""
         items, lengths = batch["items"], batch["lengths"]
-        span = lengths.clamp(max=self.max_length + 1)  # inputs + the last target
-        start = (torch.rand(lengths.shape, device=items.device) * (lengths - span + 1)).long()  # random window
-        sequence = window(items, start, span)  # (B, W + 1)
+        sequence, _ = random_window(items, lengths, self.max_length + 1)  # (B, W + 1): inputs + the last target
         inputs, targets = sequence[:, :-1], sequence[:, 1:]  # (B, W): target of position t is x_{t+1}
         if inputs.shape[1] == 0:  # every user has one item: nothing to predict
             return {"loss": self.item_embedding.weight.sum() * 0.0, "positions": torch.zeros(())}
