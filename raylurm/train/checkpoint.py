@@ -70,11 +70,6 @@ def default_storage() -> Path:
     return data_home() / "runs"
 
 
-def checkpoints_in(run: Path) -> list[Path]:
-    """The checkpoint directories of a Ray Train run directory, by name."""
-    return sorted((p for p in Path(run).glob("checkpoint_*") if (p / META).exists()), key=lambda p: p.name)
-
-
 def resolve_checkpoint(value: str, storage: Path) -> Path:
     """A checkpoint dir, a run dir or a run name under ``storage``; a run means its result (:func:`best_in_run`:
     the best validation epoch, else the latest)."""
