@@ -382,7 +382,7 @@ def test_checkpoints_written_before_the_options_rebuild_the_paper_model() -> Non
 
 def test_config_from_dict_and_defaults() -> None:
     config = from_dict(DSSConfig, {"num_intentions": 2, "selection_fraction": 0.25})
-    assert (config.num_intentions, config.selection_fraction, config.lr, config.batch_size) == (2, 0.25, 1e-3, 128)
+    assert (config.num_intentions, config.selection_fraction, config.lr, config.batch_size) == (2, 0.25, 1e-3, 64)
     with pytest.raises(ValueError):
         from_dict(DSSConfig, {"lambda": 0.5})
     assert DSS.name == "dss" and DSS.Config is DSSConfig
