@@ -91,7 +91,7 @@ PARTS = ("pretrain", "history", "history_test", "before_cutoff")
 DIRECTORIES = {"pretrain": "pretrain", "history": "pretrain", "history_test": "history_test", "before_cutoff": "before_cutoff"}
 HOLDOUT = 2  # leave-one-out: validation + test event per user
 TIE_RULE = "within a user: timestamp, then item (vocabulary index = row in items.parquet), then behaviour (most frequent first)"
-VERSION = 2  # 1: pretrain = before T minus the last two, ties by log order, no events digest
+VERSION = 3  # 2: BoI rows without the earlier events (training windows); 1: pretrain = before T minus the last two, ties by log order, no events digest
 EVENT_COLUMNS = ("user_id", "timestamp", "item_id", "behavior")
 
 

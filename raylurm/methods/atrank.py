@@ -200,6 +200,11 @@ class ATRank(nn.Module):
     name = "atrank"
     Config = ATRankConfig
 
+    @staticmethod
+    def training_window(config, info: DataInfo) -> int:
+        """Events per training window over the whole history (raylurm.train.windows): the encoded length + the last target."""
+        return info.max_sequence_length + 1
+
     def __init__(self, config: ATRankConfig, info: DataInfo) -> None:
         super().__init__()
         if info.num_items < 1 or info.num_behaviors < 1:

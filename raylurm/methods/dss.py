@@ -154,6 +154,11 @@ class DSS(nn.Module):
     name = "dss"
     Config = DSSConfig
 
+    @staticmethod
+    def training_window(config, info: DataInfo) -> int:
+        """Events per training window over the whole history (raylurm.train.windows): the encoded length + the last target."""
+        return (config.max_length or info.max_sequence_length) + 1
+
     def __init__(self, config: DSSConfig, info: DataInfo):
         super().__init__()
         self.config = config
@@ -220,8 +225,10 @@ class DSS(nn.Module):
         seq2seq = torch.zeros((), device=items.device)
         if self.config.selection_fraction > 0:
             valid = span >= 2  # users with a cut 1 ≤ t ≤ T - 1
-            reversed_window = window(sequence, torch.zeros_like(span), span, reverse=True)  # x_T … x_1
-            phi_future = self.every_prefix(reversed_window, future=True)  # (B, W + 1, K, D): row m = φ(x_{T:T-m})
+            # x_T … x_2: every future x_{T:t+1} of a cut t >= 1 is one of its prefixes (x_1 is never a future),
+            # and at most max_length long, as its position embeddings
+            reversed_window = window(sequence, torch.ones_like(span), (span - 1).clamp(min=0), reverse=True)
+            phi_future = self.every_prefix(reversed_window, future=True)  # (B, W, K, D): row m = φ(x_{T:T-m})
             cuts = torch.stack([sample_cuts(span) for _ in range(self.config.cuts_per_user)], dim=1)  # (B, C) t
             rows = torch.arange(len(span), device=items.device)[:, None].expand_as(cuts)  # (B, C)
             inputs_phi = phi[rows, (cuts - 1).clamp(max=phi.shape[1] - 1)]  # (B, C, K, D) φ(x_{1:t})

@@ -150,6 +150,11 @@ class SASRec(nn.Module):
     Config = SASRecConfig
     baseline = True  # the field's reference, reported beside the four methods (not one of them)
 
+    @staticmethod
+    def training_window(config, info: DataInfo) -> int:
+        """Events per training window over the whole history (raylurm.train.windows): the encoded length + the last target."""
+        return (config.max_length or info.max_sequence_length) + 1
+
     def __init__(self, config: SASRecConfig, info: DataInfo):
         super().__init__()
         self.config, self.num_items = config, info.num_items

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import pyarrow.parquet as pq
+
 from raylurm.boi.build import build
 from raylurm.boi.manifest import boi_dataset_dir
 from raylurm.config import apply_overrides, to_dict
@@ -24,6 +26,7 @@ from raylurm.train.batch import DataInfo
 from raylurm.train.checkpoint import default_storage
 from raylurm.train.config import TrainConfig
 from raylurm.train.loop import train_loop_per_worker
+from raylurm.train.windows import SEQUENCE_COLUMNS, expand, has_earlier_events
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
     info = DataInfo.from_boi(boi_dir)
     name = name or f"{train.method}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     storage = Path(storage_path or default_storage()).expanduser().resolve()
-    loop_config = {"train": dataclasses.asdict(train), "method": train.method, "method_config": to_dict(model_config),
+    window = training_window(METHODS[train.method], model_config, info, boi_dir)
+    loop_config = {"train": dataclasses.asdict(train), "windows": window, "method": train.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": split,
                    "validation_boi": str(boi_dir) if split else None,  # a split's run validates every epoch
                    "fault_marker": fault_marker or str(storage / name / ".fault-injected")}
@@ -100,17 +104,41 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
             callbacks=[tensorboard_callback(storage / name / "tensorboard")],
         ),
-        datasets={"train": _dataset(boi_dir, train.num_workers)},
+        datasets={"train": _dataset(boi_dir, train.num_workers, window, train.seed)},
     )
     log.info("pretraining %s on %s with %d worker(s) -> %s", train.method, boi_dir, train.num_workers, storage / name)
     return trainer.fit()
 
 
-def _dataset(boi_dir: Path, num_workers: int):
-    """BoI rows as a Ray Dataset; materialised first when the trainers would leave no CPU for streaming reads."""
+def training_window(method: type, config, info: DataInfo, boi_dir: Path) -> int | None:
+    """Events per training window of ``method`` (:mod:`raylurm.train.windows`), or None: it trains on BoI rows.
+
+    None also when the BoI rows lack the earlier events (built with ``earlier_events=False`` or
+    before they existed): the method then trains on each user's latest events only, as logged."""
+    size = method.training_window(config, info) if hasattr(method, "training_window") else None
+    if size is None:
+        return None
+    if not has_earlier_events(pq.read_schema(next(iter(sorted((boi_dir / "users").glob("*.parquet"))))).names):
+        log.warning("%s has no earlier_* columns: %s trains on each user's latest %d events only "
+                    "(rebuild the BoI for windows over the whole history)", boi_dir, method.name, info.max_sequence_length)
+        return None
+    return size
+
+
+def as_windows(ds, size: int, seed: int = 0):
+    """A Ray Dataset of BoI rows -> one row per training window of ``size`` events (:func:`raylurm.train.windows.expand`)."""
+    columns = ["user_id", *SEQUENCE_COLUMNS, *(f"earlier_{c}" for c in SEQUENCE_COLUMNS)]
+    return ds.select_columns(columns).map_batches(expand, fn_kwargs={"size": size, "seed": seed}, batch_format="pyarrow")
+
+
+def _dataset(boi_dir: Path, num_workers: int, window: int | None = None, seed: int = 0):
+    """BoI rows as a Ray Dataset (cut into training windows of ``window`` events when given);
+    materialised first when the trainers would leave no CPU for streaming reads."""
     import ray  # lazy: Ray's import costs seconds; only runs that use it pay
 
     ds = ray.data.read_parquet(str(boi_dir / "users"))
+    if window is not None:
+        ds = as_windows(ds, window, seed)
     if ray.cluster_resources().get("CPU", 0) - num_workers < 1:
         log.info("no CPU left beside %d trainer(s): materialising the BoI rows in the object store first", num_workers)
         ds = ds.materialize()

@@ -91,7 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         started, losses = time.perf_counter(), []
         for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=True,
                                         local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=train.seed + epoch):
-            losses.append(_step(model, optimizer, collate(table, info.scales)))
+            losses.append(_step(model, optimizer, collate(table, () if config.get("windows") else info.scales)))
             step += 1
             _maybe_inject_fault(train, rank, step, config)
             if train.max_steps_per_epoch and len(losses) >= train.max_steps_per_epoch:

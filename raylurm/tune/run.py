@@ -39,10 +39,11 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 from raylurm.config import to_dict
 from raylurm.data.io import atomic_file
+from raylurm.methods import METHODS
 from raylurm.ray_internals import ReleaseStoppedTrials  # also under this name: pickled experiments refer to it
 from raylurm.train.batch import DataInfo
 from raylurm.train.config import TrainConfig
-from raylurm.train.fit import tensorboard_callback
+from raylurm.train.fit import as_windows, tensorboard_callback, training_window
 from raylurm.train.loop import train_loop_per_worker
 from raylurm.tune import sweeps
 from raylurm.tune.results import SWEEP_JSON, prune_checkpoints
@@ -76,7 +77,10 @@ def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     trial_storage = _join(setup.experiment_path, trial_dir.name)
-    loop_config = {"train": dataclasses.asdict(train), "method": setup.method, "method_config": to_dict(model_config),
+    window = training_window(METHODS[setup.method], model_config, info, Path(setup.boi))
+    if window is not None:
+        dataset = as_windows(dataset, window, train.seed)
+    loop_config = {"train": dataclasses.asdict(train), "windows": window, "method": setup.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": setup.split, "fault_marker": str(trial_dir / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,

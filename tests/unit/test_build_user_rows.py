@@ -93,9 +93,11 @@ def naive_rows(events: list[tuple], scales=("month", "year"), max_length: int = 
             row[f"{scale}_periods"] = periods
             row[f"{scale}_ids"] = [sorted(bags[p]) for p in periods]
             row[f"{scale}_values"] = [[math.log1p(bags[p][j]) for j in sorted(bags[p])] for p in periods]
-        recent = known[-max_length:]
+        recent, earlier = known[-max_length:], known[:-max_length]
         row.update({"items": [e[1] for e in recent], "behaviors": [e[3] for e in recent],
-                    "timestamps": [e[2] for e in recent], "num_events": len(mine),
+                    "timestamps": [e[2] for e in recent],
+                    "earlier_items": [e[1] for e in earlier], "earlier_behaviors": [e[3] for e in earlier],
+                    "earlier_timestamps": [e[2] for e in earlier], "num_events": len(mine),
                     "num_skipped": sum(e[1] < 0 for e in mine)})
         rows.append(row)
     return rows
@@ -120,6 +122,8 @@ CONTRACT = {
     "year_periods": pa.list_(pa.int32()), "year_ids": pa.list_(pa.list_(pa.int32())),
     "year_values": pa.list_(pa.list_(pa.float32())),
     "items": pa.list_(pa.int32()), "behaviors": pa.list_(pa.int8()), "timestamps": pa.list_(pa.int64()),
+    "earlier_items": pa.list_(pa.int32()), "earlier_behaviors": pa.list_(pa.int8()),
+    "earlier_timestamps": pa.list_(pa.int64()),
     "num_events": pa.int64(), "num_skipped": pa.int64(),
 }
 
@@ -160,6 +164,12 @@ def test_the_sequence_cap_keeps_the_most_recent_known_events(max_length):
     assert seven["timestamps"][-1] == _ts(2002, 3, 3) and len(seven["items"]) == min(max_length, 7)
     assert seven["num_events"] == 8  # the cap is on the sequence only: bags and counts see every event
     assert sum(map(len, seven["month_ids"])) == 7
+    assert seven["earlier_items"] + seven["items"] == [r for r in naive_rows(events, max_length=1000) if r["user_id"] == 7][0]["items"]
+
+
+def test_without_earlier_events_the_columns_are_absent():
+    out = build_user_rows(_stage2_table(_events()), BoiConfig(max_sequence_length=3, earlier_events=False))
+    assert not any(name.startswith("earlier_") for name in out.column_names) and "items" in out.column_names
 
 
 def test_a_user_with_only_unknown_items_gets_an_empty_row_and_the_skip_count():
