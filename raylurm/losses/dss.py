@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.checkpoint import checkpoint
+
+from raylurm.losses.next_item import catalogue_cross_entropy
 
 CATALOGUE_ELEMENTS = 1 << 26  # scores held at once against the whole catalogue (256 MB float32; memory bound only)
 
@@ -47,32 +48,16 @@ def seq2item_losses(intentions: torch.Tensor, candidates: torch.Tensor, targets:
     return torch.logsumexp(scores.flatten(1), dim=1) - positive  # (B,)
 
 
-def _catalogue_chunk(intentions: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    scores = torch.einsum("bkd,cd->bck", intentions, items) / math.sqrt(intentions.shape[-1])  # (b, C, K)
-    positive = scores[torch.arange(len(scores), device=scores.device), targets].amax(dim=-1)  # (b,)
-    return torch.logsumexp(scores.flatten(1), dim=1) - positive
-
-
 def catalogue_seq2item_losses(intentions: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                               max_elements: int = CATALOGUE_ELEMENTS) -> torch.Tensor:
     """Per-sample seq2item loss of eq. 5-6 with the whole catalogue as the candidates.
 
     ``L(u, t) = −ln [max_k exp(h_{x_{t+1}}·φ^(k)/√D) / Σ_{j ∈ catalogue} Σ_{k'} exp(h_j·φ^(k')/√D)]``,
-    in one piece up to ``max_elements`` scores (B × C × K), else in chunks of rows, each recomputed
-    in the backward pass. intentions (B, K, D), items (C, D), targets (B,) in [0, C) -> (B,).
+    at most ``max_elements`` scores (B × C × K) held at once (the fused
+    :func:`raylurm.losses.next_item.catalogue_cross_entropy`). intentions (B, K, D), items (C, D),
+    targets (B,) in [0, C) -> (B,).
     """
-    per_row = max(1, items.shape[0] * intentions.shape[1])
-    if intentions.shape[0] * per_row <= max_elements:
-        return _catalogue_chunk(intentions, items, targets)
-    chunk = max(1, max_elements // per_row)
-    parts = []
-    for start in range(0, intentions.shape[0], chunk):
-        phi, target = intentions[start:start + chunk], targets[start:start + chunk]
-        if torch.is_grad_enabled() and (phi.requires_grad or items.requires_grad):
-            parts.append(checkpoint(_catalogue_chunk, phi, items, target, use_reentrant=False))
-        else:
-            parts.append(_catalogue_chunk(phi, items, target))
-    return torch.cat(parts) if parts else intentions.new_zeros(0)
+    return catalogue_cross_entropy(intentions, items, targets, 1.0 / math.sqrt(intentions.shape[-1]), max_elements)
 
 
 def seq2seq_losses(intentions: torch.Tensor, future_intentions: torch.Tensor, targets: torch.Tensor,

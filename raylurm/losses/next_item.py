@@ -3,11 +3,12 @@
 Pure torch. ``queries`` (N, D) are sequence states (one per trained position), ``targets`` (N,)
 their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
 
-* :func:`catalogue_softmax` — the full softmax ``-log softmax(q·Eᵀ)[target]`` over all C items.
-  Up to ``max_elements`` logits it is one ``cross_entropy``; beyond, it runs in chunks of rows,
-  each recomputed in the backward pass (``torch.utils.checkpoint``), so at most ``max_elements``
-  logits are held (a step of 128 ML-1M users, ~15k positions × 3.9k items, fits in one piece:
-  no recomputation on the catalogues this project ships).
+* :func:`catalogue_softmax` — the full softmax ``-log softmax(q·Eᵀ)[target]`` over all C items,
+  and :func:`catalogue_cross_entropy`, the same for several queries per row (DSS's intentions):
+  one fused autograd function in chunks of rows whose backward pass recomputes each chunk's
+  logits once and makes them ``softmax - onehot`` in place, so at most ``max_elements`` logits
+  are held and no graph over them is built (on a DSS step of 64 ML-1M windows x 4 intentions x
+  3.7k items it replaced ``logsumexp`` + ``checkpoint``: see BENCHMARKS.md).
 * :func:`sampled_softmax_logq` — for catalogues too large for that: the positive against S shared
   sampled negatives, every logit corrected by ``- log Q(item)`` (the sampling probability; Yi et
   al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations", RecSys
@@ -19,34 +20,103 @@ their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-FULL_SOFTMAX_ELEMENTS = 1 << 26  # logits held at once (256 MB float32; memory bound only: results are identical)
+FULL_SOFTMAX_ELEMENTS = 1 << 26  # logits computed at once (256 MB float32; memory bound only: results are identical)
+# softmax kept from the forward to the backward pass up to this many (1 GB float32: a DSS step of 64 ML-1M
+# windows x 4 intentions x 3.7k items holds 0.76 GB); beyond, each chunk is recomputed (one matmul more)
+KEPT_SOFTMAX_ELEMENTS = 1 << 28
 
 
-def _chunk_loss(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(queries @ items.T, targets, reduction="none")  # (n,)
+class _CatalogueCrossEntropy(torch.autograd.Function):
+    """Fused, chunked ``logsumexp_{r,c}(s) - max_r s[·, r, target]`` with ``s = scale · q_r·e_c``.
+
+    The forward pass keeps only the per-row log-normaliser and the winning query; the backward
+    pass recomputes each chunk's logits once and turns them in place into ``softmax - onehot``,
+    so at most one chunk of logits is ever held (the "fused linear cross-entropy" of large-vocabulary
+    language models) and no autograd graph over the logits is built."""
+
+    @staticmethod
+    def forward(ctx, queries, items, targets, scale, chunk, keep):
+        n, r, d = queries.shape
+        c = items.shape[0]
+        lse, positive, best = queries.new_empty(n), queries.new_empty(n), torch.empty(n, dtype=torch.long, device=queries.device)
+        kept = []  # each chunk's softmax, when ``keep``: the backward pass then needs no recomputation
+        for start in range(0, n, chunk):
+            q, t = queries[start:start + chunk], targets[start:start + chunk]
+            logits = (q.reshape(-1, d) @ items.T).mul_(scale).view(len(q), r, c)  # (b, R, C)
+            pos, k = logits[torch.arange(len(q), device=q.device), :, t].max(dim=1)  # (b,) max over the R queries
+            flat = logits.view(len(q), r * c)
+            top = flat.amax(dim=1, keepdim=True)  # normalise in place (no copy of the logits)
+            total = flat.sub_(top).exp_().sum(dim=1, keepdim=True)
+            lse[start:start + chunk] = total[:, 0].log() + top[:, 0]
+            positive[start:start + chunk], best[start:start + chunk] = pos, k
+            if keep:
+                kept.append(flat.div_(total))
+        ctx.save_for_backward(queries, items, targets, lse, best)
+        ctx.scale, ctx.chunk, ctx.kept = scale, chunk, kept
+        return lse - positive
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        queries, items, targets, lse, best = ctx.saved_tensors
+        scale, chunk = ctx.scale, ctx.chunk
+        n, r, d = queries.shape
+        c = items.shape[0]
+        grad_queries = torch.empty_like(queries) if ctx.needs_input_grad[0] else None
+        grad_items = torch.zeros_like(items) if ctx.needs_input_grad[1] else None
+        for start in range(0, n, chunk):
+            q, t = queries[start:start + chunk], targets[start:start + chunk]
+            b = len(q)
+            if ctx.kept:
+                p = ctx.kept[start // chunk]  # softmax over every (query, item), from the forward pass
+            else:
+                p = (q.reshape(-1, d) @ items.T).mul_(scale).view(b, r * c)  # the chunk's logits, recomputed
+                p.sub_(lse[start:start + chunk, None]).exp_()  # softmax over every (query, item)
+            p.view(b, r, c)[torch.arange(b, device=q.device), best[start:start + chunk], t] -= 1.0  # - onehot
+            p.mul_(grad[start:start + chunk, None] * scale)
+            p = p.view(b * r, c)
+            if grad_queries is not None:
+                grad_queries[start:start + chunk] = (p @ items).view(b, r, d)
+            if grad_items is not None:
+                grad_items.addmm_(p.T, q.reshape(-1, d))
+        ctx.kept = []
+        return grad_queries, grad_items, None, None, None, None
+
+
+def catalogue_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
+                            max_elements: int = FULL_SOFTMAX_ELEMENTS, keep_elements: int = KEPT_SOFTMAX_ELEMENTS) -> torch.Tensor:
+    """Per-row full softmax over the catalogue for one or several queries per row -> (N,).
+
+    ``queries`` (N, D) or (N, R, D), ``items`` (C, D), ``targets`` (N,) in [0, C):
+    ``loss_n = log Σ_{r,c} exp(scale·q_{n,r}·e_c) - max_r scale·q_{n,r}·e_{target_n}`` — with R = 1
+    the cross-entropy of ``scale · q·Eᵀ``; with R = K intentions DSS's eq. 5-6 over the whole
+    catalogue. Logits are computed ``max_elements`` at a time; when all of them number at most
+    ``keep_elements`` their softmax is kept for the backward pass, else each chunk is recomputed
+    there (memory bounds only: the values and gradients depend on neither)."""
+    single = queries.ndim == 2
+    if single:
+        queries = queries[:, None, :]
+    if queries.ndim != 3 or items.ndim != 2 or queries.shape[-1] != items.shape[1]:
+        raise ValueError(f"queries (N, D) or (N, R, D) and items (C, D) must share D, got {tuple(queries.shape)}, {tuple(items.shape)}")
+    if targets.shape != queries.shape[:1]:
+        raise ValueError(f"targets must be (N,) = ({queries.shape[0]},), got {tuple(targets.shape)}")
+    if max_elements < 1:
+        raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    if queries.shape[0] == 0:
+        return queries.sum(dim=(1, 2)) * 0.0 + items.sum() * 0.0
+    per_row = max(1, queries.shape[1] * items.shape[0])
+    chunk = max(1, max_elements // per_row)
+    keep = torch.is_grad_enabled() and queries.shape[0] * per_row <= keep_elements  # memory for one recomputation fewer
+    return _CatalogueCrossEntropy.apply(queries.contiguous(), items.contiguous(), targets, float(scale), chunk, keep)
 
 
 def catalogue_softmax(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                       max_elements: int = FULL_SOFTMAX_ELEMENTS) -> torch.Tensor:
     """Per-row full-softmax cross-entropy: queries (N, D), items (C, D), targets (N,) in [0, C) -> (N,)."""
-    if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
+    if queries.ndim != 2:
         raise ValueError(f"queries (N, D) and items (C, D) must share D, got {tuple(queries.shape)}, {tuple(items.shape)}")
-    if targets.shape != queries.shape[:1]:
-        raise ValueError(f"targets must be (N,) = ({queries.shape[0]},), got {tuple(targets.shape)}")
-    if max_elements < 1:
-        raise ValueError(f"max_elements must be >= 1, got {max_elements}")
-    if queries.shape[0] * items.shape[0] <= max_elements:
-        return _chunk_loss(queries, items, targets)
-    chunk = max(1, max_elements // max(1, items.shape[0]))
-    parts = []
-    for start in range(0, queries.shape[0], chunk):
-        q, t = queries[start:start + chunk], targets[start:start + chunk]
-        needs_grad = torch.is_grad_enabled() and (q.requires_grad or items.requires_grad)
-        parts.append(checkpoint(_chunk_loss, q, items, t, use_reentrant=False) if needs_grad else _chunk_loss(q, items, t))
-    return torch.cat(parts) if parts else queries.new_zeros(0)
+    return catalogue_cross_entropy(queries, items, targets, 1.0, max_elements)
 
 
 def sampled_softmax_logq(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
