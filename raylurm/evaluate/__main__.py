@@ -33,6 +33,8 @@ from raylurm.data import datasets
 from raylurm.data.prepare import data_home
 from raylurm.evaluate import tasks
 from raylurm.evaluate.harness import (
+    ablation_label,
+    ablation_run_name,
     check_split,
     evaluate,
     finished_run,
@@ -68,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain", action="store_true",
                    help="with --all: first pretrain (paper defaults) each method with no checkpoint of --epochs epochs on the split "
                         "(a shorter run of the same name is continued)")
-    p.add_argument("--epochs", type=int, default=5, help="with --pretrain: epochs (default: %(default)s)")
+    # a choice: a cap, not a budget — each run stops when its validation metric has not improved for 5 epochs
+    p.add_argument("--epochs", type=int, default=200,
+                   help="with --pretrain: the most epochs per run; early stopping on the validation metric (patience 5) "
+                        "ends a run sooner (default: %(default)s)")
+    p.add_argument("--ablations", action="store_true",
+                   help="with --all: also evaluate (with --pretrain: first pretrain) each method's paper loss, rows "
+                        "'<method> (paper loss)': the same budget and early stopping as the default")
     p.add_argument("--pretrain-seeds", type=int, default=1, metavar="N",
                    help="with --all --pretrain: pretrain each method N times (seeds 0..N-1) and evaluate every run, so a row's "
                         "spread and its paired intervals include pretraining noise (default: %(default)s)")
@@ -123,6 +131,14 @@ def run(args: argparse.Namespace) -> int:
                     runs.append(found)
             if runs:
                 checkpoints[method] = runs if len(runs) > 1 else runs[0]
+            options = getattr(METHODS[method], "paper_loss", None)
+            if args.ablations and options:
+                name = ablation_run_name(method, split)
+                found = result_in_run(storage, name, split)
+                if args.pretrain and not finished_run(storage, name, split, args.epochs):
+                    found = pretrain_on_split(split, method, args.epochs, args.num_workers, storage, overrides=options, name=name)
+                if found is not None:
+                    checkpoints[ablation_label(method)] = found
         if not checkpoints:
             raise FileNotFoundError(f"no checkpoint pretrained on split {split.id} under {storage}; add --pretrain")
     elif args.registry is not None:

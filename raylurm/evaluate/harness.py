@@ -25,6 +25,7 @@ from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.train.checkpoint import best_in_run, run_finished
 from raylurm.train.config import TrainConfig
+from raylurm.train.curves import read_curves, summarise
 from raylurm.train.fit import fit
 from raylurm.train.loop import init_seed
 
@@ -129,7 +130,8 @@ def subjects_for(checkpoints: Checkpoints, split: Split, baselines: bool, prefix
     out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k) for name, paths in runs.items() for k, path in enumerate(paths)]
     if baselines:
         out += [tasks.Subject(f"{name} (random init)", "random init", encoder(path, init_seed(read_meta(path).get("train", {}).get("seed", 0))),
-                              run=k) for name, paths in runs.items() for k, path in enumerate(paths)]
+                              run=k) for name, paths in runs.items() for k, path in enumerate(paths)
+                if not name.endswith(ABLATION)]  # the paper-loss row has its method's architecture: one random init each
         out += [tasks.Subject("majority", "baseline", None, majority=True), tasks.Subject("popularity", "baseline", None, popularity=True),
                 tasks.Subject("raw BoI", "baseline", boi()), tasks.Subject("TF-IDF", "baseline", None, tfidf=True)]
     return out
@@ -245,16 +247,31 @@ def summary_value(rows: list[dict], key: str):
 
 
 def checkpoint_table(checkpoints: Checkpoints) -> str:
-    lines = ["| method | run | seed | epochs | steps | users per step | checkpoint |", "|---|---|---|---|---|---|---|"]
-    for method, paths in runs_of(checkpoints).items():
+    """The pretraining runs behind the rows: epochs trained, the best (validation-chosen) epoch, wall time."""
+    lines = ["| model | run | seed | epochs trained | best epoch | validation (best) | stopped early | wall time | "
+             "steps to best | users per step | checkpoint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model, paths in runs_of(checkpoints).items():
         for k, path in enumerate(paths):
             meta = read_meta(path)
             train = meta.get("train", {})
             per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
-            lines.append(f"| {method} | {k} | {train.get('seed', 0)} | {meta.get('epoch')} | {meta.get('step')} | "
+            metric = meta.get("validation_metric")
+            run = summarise(read_curves(path.parent), metric)
+            value = meta.get("best_value")
+            wall = f"{run['seconds'] / 60:.1f} min" if run["seconds"] else "–"
+            lines.append(f"| {model} | {k} | {train.get('seed', 0)} | {run['epochs'] or meta.get('epoch')} | {meta.get('epoch')} | "
+                         f"{f'{metric} {value:.4f}' if metric and value is not None else '–'} | "
+                         f"{'yes' if _stopped_early(path.parent) else 'no'} | {wall} | {meta.get('step')} | "
                          f"{per_worker} × {train.get('num_workers', 1)} | `{path.parent.name}/{path.name}` |")
-    return ("\nPretraining (paper defaults; the run's TensorBoard logs hold the loss per epoch):\n\n" + "\n".join(lines) + "\n"
+    return ("\nPretraining (each run until its validation metric stopped improving for `patience` epochs; the row is "
+            "the best epoch's checkpoint; curves in the training plot and the run's TensorBoard logs):\n\n" + "\n".join(lines) + "\n"
             if checkpoints else "")
+
+
+def _stopped_early(run_dir: Path) -> bool:
+    """Whether a run's latest checkpoint says it stopped early."""
+    metas = sorted(run_dir.glob("checkpoint_*/meta.json"))
+    return bool(metas) and bool(json.loads(metas[-1].read_text()).get("stopped_early"))
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -264,6 +281,19 @@ def _relpath(path: Path, start: Path) -> str:
 def run_name(method: str, split: Split, seed: int = 0) -> str:
     """The run a ``--pretrain`` evaluation trains ``method`` in (one per pretraining seed)."""
     return f"{method}-eval-{split.id}" + (f"-seed{seed}" if seed else "")
+
+
+ABLATION = " (paper loss)"  # the label suffix of a method trained with its paper's own loss (``Method.paper_loss``)
+
+
+def ablation_label(method: str) -> str:
+    """The row of ``method`` trained with its paper's loss."""
+    return method + ABLATION
+
+
+def ablation_run_name(method: str, split: Split) -> str:
+    """The run an ``--ablations`` evaluation trains ``method``'s paper loss in."""
+    return f"{method}-paper-loss-eval-{split.id}"
 
 
 def result_in_run(storage: Path, name: str, split: Split) -> Path | None:
@@ -276,10 +306,13 @@ def finished_run(storage: Path, name: str, split: Split, epochs: int) -> bool:
     return run_finished(storage / name, epochs, split.id)
 
 
-def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path, seed: int = 0) -> Path:
-    """Pretrain ``method`` (paper defaults, ``seed``) on the split's pretraining part; continue a shorter run of the same name."""
+def pretrain_on_split(split: Split, method: str, epochs: int, num_workers: int, storage: Path, seed: int = 0,
+                      overrides: dict | None = None, name: str | None = None) -> Path:
+    """Pretrain ``method`` (its defaults, or with ``overrides``; ``seed``) on the split's pretraining part, until early
+    stopping or ``epochs``; continue a shorter run of the same name. -> the run's best checkpoint."""
+    name = name or run_name(method, split, seed)
     result = fit(split.boi("pretrain"), TrainConfig(method=method, epochs=epochs, num_workers=num_workers, seed=seed),
-                 name=run_name(method, split, seed), storage_path=str(storage), split=split.id)
+                 overrides=[f"{k}={v}" for k, v in (overrides or {}).items()], name=name, storage_path=str(storage), split=split.id)
     if result.error:
-        raise RuntimeError(f"pretraining {method} failed: {result.error}")
-    return result_in_run(storage, run_name(method, split, seed), split) or Path(result.checkpoint.path)
+        raise RuntimeError(f"pretraining {name} failed: {result.error}")
+    return result_in_run(storage, name, split) or Path(result.checkpoint.path)

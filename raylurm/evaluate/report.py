@@ -17,6 +17,7 @@ import pandas as pd
 
 from raylurm.data.io import atomic_file
 from raylurm.evaluate import stats
+from raylurm.train.curves import read_curves, summarise
 
 log = logging.getLogger(__name__)
 
@@ -210,35 +211,33 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
-    """Pretraining loss per step from each run's TensorBoard logs (one panel per method)."""
+    """Each run's pretraining loss and validation metric per epoch (:func:`raylurm.train.curves.read_curves`):
+    one column of two panels per method, the best epoch marked."""
     import matplotlib  # lazy: plotting is only needed when a report is written
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # lazy: TensorBoard
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # "No path found after ..." at the end of every file
-    curves = {}
-    for name, run in runs.items():
-        logdir = run / "tensorboard"
-        if not logdir.exists():
-            continue
-        acc = EventAccumulator(str(logdir))
-        acc.Reload()
-        if "train/loss" in acc.Tags().get("scalars", []):
-            events = acc.Scalars("train/loss")
-            curves[name] = ([e.step for e in events], [e.value for e in events])
+    curves = {name: c for name, run in runs.items() if "loss" in (c := read_curves(run))}
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3), squeeze=False)
-    for ax, (name, (steps, values)) in zip(axes[0], curves.items()):
-        order = np.argsort(steps)
-        ax.plot(np.asarray(steps)[order], np.asarray(values)[order], marker="o")
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("epoch mean loss")
-        ax.grid(alpha=0.3)
-    fig.suptitle("pretraining loss", y=1.02)
+    fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 5.4), squeeze=False, sharex="col")
+    for k, (name, frame) in enumerate(curves.items()):
+        axes[0, k].plot(frame["epoch"], frame["loss"], marker=".")
+        axes[0, k].set_title(name)
+        axes[0, k].set_ylabel("epoch mean loss")
+        metric = next((c for c in frame.columns if c.startswith("val_") and c != "val_hr10"), None)
+        if metric is not None:
+            axes[1, k].plot(frame["epoch"], frame[metric], marker=".", color="tab:green")
+            best = summarise(frame, metric)
+            if best["best_epoch"] is not None:
+                axes[1, k].axvline(best["best_epoch"], color="grey", linestyle="--", linewidth=0.8)
+            axes[1, k].set_ylabel(metric)
+        axes[1, k].set_xlabel("epoch")
+        for ax in axes[:, k]:
+            ax.grid(alpha=0.3)
+    fig.suptitle("pretraining: loss and validation per epoch (dashed: the best epoch, the run's result)", y=1.01)
     fig.tight_layout()
     save_figure(fig, path)
     return path
@@ -382,6 +381,10 @@ def findings(summary: pd.DataFrame, per_user: pd.DataFrame | None, dataset: str 
     if twins:
         parts.append("### Does pretraining help? (pretrained vs its own initial weights, headline metrics)\n\n"
                      f"{rule}\n\n{_counts_table(per_user, twins, chance, n_boot)}")
+    ablations = [(m, f"{m} (paper loss)") for m in models if f"{m} (paper loss)" in models]
+    if ablations:
+        parts.append("### The default loss vs the paper's own loss (ablation: same budget, same early stopping)\n\n"
+                     f"{rule}\n\n{_counts_table(per_user, ablations, chance, n_boot)}")
     if "sasrec" in models:
         methods = [m for m in models if m != "sasrec" and per_user.loc[per_user.model == m, "group"].iloc[0] == "pretrained"]
         if methods:

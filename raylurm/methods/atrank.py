@@ -199,6 +199,8 @@ class ATRank(nn.Module):
 
     name = "atrank"
     Config = ATRankConfig
+    # the public code's training (one cut per user, one uniform negative, sigmoid cross-entropy): an ablation row
+    paper_loss = {"negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}
 
     @staticmethod
     def training_window(config, info: DataInfo) -> int:

@@ -153,6 +153,8 @@ def sample_cuts(lengths: torch.Tensor) -> torch.Tensor:
 class DSS(nn.Module):
     name = "dss"
     Config = DSSConfig
+    # the paper's training (§4.2: one cut per user, in-batch seq2item candidates, positions from the latest): an ablation row
+    paper_loss = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest"}
 
     @staticmethod
     def training_window(config, info: DataInfo) -> int:

@@ -149,6 +149,8 @@ class SASRec(nn.Module):
     name = "sasrec"
     Config = SASRecConfig
     baseline = True  # the field's reference, reported beside the four methods (not one of them)
+    # the paper's own loss (§III-E: one sampled negative per position, binary cross-entropy): an ablation row
+    paper_loss = {"loss": "bce"}
 
     @staticmethod
     def training_window(config, info: DataInfo) -> int:

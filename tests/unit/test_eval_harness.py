@@ -33,7 +33,37 @@ def test_pretrain_seeds_give_one_subject_per_run_and_their_own_random_init(tmp_p
     assert harness.result_in_run(tmp_path, "lurm-eval-abc123-seed1", split) == runs[1]
     assert harness.result_in_run(tmp_path, "lurm-eval-abc123", types.SimpleNamespace(id="other")) is None
     table = harness.checkpoint_table({"lurm": runs})
-    assert "| lurm | 0 | 0 | 3 | 30 | 8 × 1 |" in table and "| lurm | 1 | 1 | 3 | 30 | 8 × 1 |" in table
+    assert "| lurm | 0 | 0 | 3 | 3 | – | no | – | 30 | 8 × 1 |" in table and "| lurm | 1 | 1 | 3 | 3 | – | no | – | 30 | 8 × 1 |" in table
+
+
+def _log_epochs(logdir, epochs):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(logdir))
+    for step, loss, value in epochs:
+        for key, v in (("loss", loss), ("val_ndcg10", value), ("epoch_seconds", 60.0), ("validation_seconds", 2.0)):
+            writer.add_scalar(f"train/{key}", v, global_step=step)
+    writer.close()
+
+
+def test_the_training_table_reads_the_runs_curves(tmp_path):
+    from raylurm.train.curves import read_curves, summarise
+
+    path = _checkpoint(tmp_path, "sasrec-eval-abc123", 0)
+    meta = json.loads((path / "meta.json").read_text())
+    meta.update(method="sasrec", validation_metric="val_ndcg10", best_value=0.2, epoch=2, step=20)
+    (path / "meta.json").write_text(json.dumps(meta))
+    _log_epochs(path.parent / "tensorboard", [(10, 5.0, 0.1), (20, 4.0, 0.2), (30, 3.9, 0.15)])
+    import time
+
+    time.sleep(1.1)  # a resumed run: a second file, later, redoing the last epoch
+    _log_epochs(path.parent / "tensorboard", [(30, 3.8, 0.19), (40, 3.7, 0.18)])
+    curves = read_curves(path.parent)
+    assert curves["epoch"].tolist() == [1, 2, 3, 4] and curves["loss"].tolist() == pytest.approx([5.0, 4.0, 3.8, 3.7])
+    assert summarise(curves, "val_ndcg10") == {"epochs": 4, "best_epoch": 2, "best_value": pytest.approx(0.2), "seconds": 248.0}
+    table = harness.checkpoint_table({"sasrec": path})
+    assert "| sasrec | 0 | 0 | 4 | 2 | val_ndcg10 0.2000 | no | 4.1 min | 20 | 8 × 1 |" in table
+    assert read_curves(tmp_path / "nothing").empty
 
 
 def test_the_checkpoint_names_its_split(tmp_path, monkeypatch):
@@ -47,3 +77,15 @@ def test_the_checkpoint_names_its_split(tmp_path, monkeypatch):
         harness.split_of_checkpoint(_checkpoint(tmp_path, "run2", 0, split="zzz"))
     with pytest.raises(ValueError, match="all events"):
         harness.split_of_checkpoint(_checkpoint(tmp_path, "run3", 0, split=None))
+
+
+def test_a_paper_loss_row_shares_its_methods_random_init(tmp_path):
+    runs = {"dss": _checkpoint(tmp_path, "dss-eval-abc123", 0), harness.ablation_label("dss"): _checkpoint(tmp_path, "x", 0)}
+    split = types.SimpleNamespace(id="abc123", boi=lambda part: tmp_path / "boi" / part)
+    subjects = harness.subjects_for(runs, split, baselines=True)
+    assert [s.name for s in subjects if s.group == "pretrained"] == ["dss", "dss (paper loss)"]
+    assert [s.name for s in subjects if s.group == "random init"] == ["dss (random init)"]
+    assert harness.ablation_run_name("dss", split) == "dss-paper-loss-eval-abc123"
+    from raylurm.methods import METHODS
+
+    assert {name for name, cls in METHODS.items() if getattr(cls, "paper_loss", None)} == {"sasrec", "dss", "atrank"}

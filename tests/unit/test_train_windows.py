@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from raylurm.config import apply_overrides
 from raylurm.methods import METHODS
 from raylurm.train.batch import DataInfo, collate
 from raylurm.train.windows import expand, has_earlier_events, window_bounds
@@ -78,6 +79,7 @@ def test_windows_feed_the_sequence_methods():
     for name in ("sasrec", "dss", "atrank"):
         cls = METHODS[name]
         assert cls.training_window(cls.Config(), info) == 5
-        loss = cls(cls.Config(), info)(batch)["loss"]
-        assert np.isfinite(loss.item())
+        for config in (cls.Config(), apply_overrides(cls.Config(), [f"{k}={v}" for k, v in cls.paper_loss.items()])):
+            loss = cls(config, info)(batch)["loss"]  # the default and the paper's loss (the ablation row)
+            assert np.isfinite(loss.item())
     assert not hasattr(METHODS["lurm"], "training_window") and not hasattr(METHODS["adaptssr"], "training_window")
