@@ -25,7 +25,7 @@ from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.train.checkpoint import best_in_run, run_finished
 from raylurm.train.config import TrainConfig
-from raylurm.train.curves import read_curves, summarise
+from raylurm.train.curves import read_curves, summarise_run
 from raylurm.train.fit import fit
 from raylurm.train.loop import init_seed
 
@@ -256,7 +256,7 @@ def checkpoint_table(checkpoints: Checkpoints) -> str:
             train = meta.get("train", {})
             per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
             metric = meta.get("validation_metric")
-            run = summarise(read_curves(path.parent), metric)
+            run = summarise_run(read_curves(path.parent), metric)
             value = meta.get("best_value")
             wall = f"{run['seconds'] / 60:.1f} min" if run["seconds"] else "–"
             lines.append(f"| {model} | {k} | {train.get('seed', 0)} | {run['epochs'] or meta.get('epoch')} | {meta.get('epoch')} | "

@@ -17,7 +17,7 @@ import pandas as pd
 
 from raylurm.data.io import atomic_file
 from raylurm.evaluate import stats
-from raylurm.train.curves import read_curves, summarise
+from raylurm.train.curves import read_curves, summarise_run
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
         metric = next((c for c in frame.columns if c.startswith("val_") and c != "val_hr10"), None)
         if metric is not None:
             axes[1, k].plot(frame["epoch"], frame[metric], marker=".", color="tab:green")
-            best = summarise(frame, metric)
+            best = summarise_run(frame, metric)
             if best["best_epoch"] is not None:
                 axes[1, k].axvline(best["best_epoch"], color="grey", linestyle="--", linewidth=0.8)
             axes[1, k].set_ylabel(metric)

@@ -45,7 +45,7 @@ def read_curves(run_dir: str | Path) -> pd.DataFrame:
     return wide
 
 
-def summarise(curves: pd.DataFrame, metric: str | None) -> dict:
+def summarise_run(curves: pd.DataFrame, metric: str | None) -> dict:
     """Epochs trained, the best epoch and value of ``metric`` (``val_*``), wall time (training + validation), in seconds."""
     if curves.empty:
         return {"epochs": 0, "best_epoch": None, "best_value": None, "seconds": None}

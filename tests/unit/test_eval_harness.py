@@ -47,7 +47,7 @@ def _log_epochs(logdir, epochs):
 
 
 def test_the_training_table_reads_the_runs_curves(tmp_path):
-    from raylurm.train.curves import read_curves, summarise
+    from raylurm.train.curves import read_curves, summarise_run
 
     path = _checkpoint(tmp_path, "sasrec-eval-abc123", 0)
     meta = json.loads((path / "meta.json").read_text())
@@ -60,10 +60,15 @@ def test_the_training_table_reads_the_runs_curves(tmp_path):
     _log_epochs(path.parent / "tensorboard", [(30, 3.8, 0.19), (40, 3.7, 0.18)])
     curves = read_curves(path.parent)
     assert curves["epoch"].tolist() == [1, 2, 3, 4] and curves["loss"].tolist() == pytest.approx([5.0, 4.0, 3.8, 3.7])
-    assert summarise(curves, "val_ndcg10") == {"epochs": 4, "best_epoch": 2, "best_value": pytest.approx(0.2), "seconds": 248.0}
+    assert summarise_run(curves, "val_ndcg10") == {"epochs": 4, "best_epoch": 2, "best_value": pytest.approx(0.2), "seconds": 248.0}
     table = harness.checkpoint_table({"sasrec": path})
     assert "| sasrec | 0 | 0 | 4 | 2 | val_ndcg10 0.2000 | no | 4.1 min | 20 | 8 × 1 |" in table
     assert read_curves(tmp_path / "nothing").empty
+    from raylurm.evaluate import report
+
+    plot = report.training_curves({"sasrec": path.parent, "none": tmp_path / "nothing"}, tmp_path / "curves.png")
+    assert plot == tmp_path / "curves.png" and plot.stat().st_size > 1000
+    assert report.training_curves({"none": tmp_path / "nothing"}, tmp_path / "none.png") is None
 
 
 def test_the_checkpoint_names_its_split(tmp_path, monkeypatch):
