@@ -19,7 +19,6 @@ Pipeline for one user with events ``(item x_l, behaviour a_l, time t_l)``, l = 1
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Annotated, Iterator, Literal, get_args
 
 import torch
@@ -37,6 +36,7 @@ TIME_THRESHOLDS_DAYS = tuple(2**k for k in range(1, 13))  # 2, 4, ..., 4096 days
 SECONDS_PER_DAY = 86_400
 SCORE_CHUNK = 512  # candidates scored at once by score_items (memory bound only)
 SCORE_GROUP = 32  # users scored together on a shared candidate list, trimmed to their longest history
+TRAIN_GROUPS = 4  # a training step's cuts, sorted by length, encoded in this many groups trimmed to their longest
 Loss = Literal["sigmoid", "softmax"]
 LOSSES = {"sigmoid": sampled_sigmoid, "softmax": sampled_softmax}  # one per Loss
 Negatives = Literal["shared", "sampled", "in_batch"]
@@ -108,15 +108,17 @@ class MultiSpaceAttention(nn.Module):
         self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        """queries (B, Q, H), keys (B, L, H), mask (B, L) bool -> (B, Q, H)."""
+        """queries (B, Q, H), keys (B, L, H), mask (B, L) bool -> (B, Q, H).
+
+        torch's fused ``scaled_dot_product_attention`` (it never holds the (B, K, Q, L) weights); a
+        row with no key at all attends uniformly to every position, as a softmax of equal logits."""
         (b, q, h), length, k = queries.shape, keys.shape[1], self.num_spaces
-        query = self.query(queries).view(b, q, k, h // k)  # (B, Q, K, d)
-        key = self.key(keys).view(b, length, k, h // k)  # (B, L, K, d)
-        value = self.value(keys).view(b, length, k, h // k)  # (B, L, K, d)
-        scores = torch.einsum("bqkd,blkd->bkql", query, key) / math.sqrt(h // k)  # (B, K, Q, L)
-        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        spaces = torch.einsum("bkql,blkd->bqkd", scores.softmax(dim=-1), value)  # (B, Q, K, d)
-        return self.out(spaces.reshape(b, q, h))  # (B, Q, H) concatenated spaces
+        query = self.query(queries).view(b, q, k, h // k).transpose(1, 2)  # (B, K, Q, d)
+        key = self.key(keys).view(b, length, k, h // k).transpose(1, 2)  # (B, K, L, d)
+        value = self.value(keys).view(b, length, k, h // k).transpose(1, 2)  # (B, K, L, d)
+        allowed = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]  # (B, 1, 1, L)
+        spaces = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed)  # (B, K, Q, d)
+        return self.out(spaces.transpose(1, 2).reshape(b, q, h))  # (B, Q, H) concatenated spaces
 
 
 class SelfAttentionBlock(nn.Module):
@@ -333,26 +335,42 @@ class ATRank(nn.Module):
             items, behaviors, timestamps, lengths = (x.repeat_interleave(self.config.cuts_per_user, dim=0)
                                                      for x in (items, behaviors, timestamps, lengths))
         cut, valid = next_item_cut(lengths)  # (B,), (B,)
-        mask = torch.arange(items.shape[1], device=items.device)[None, :] < cut[:, None]  # (B, L)
-        h = self.encode(items, behaviors, timestamps, mask)  # (B, L, H)
         at_cut = cut.clamp_max(items.shape[1] - 1)[:, None]  # (B, 1)
         target = torch.where(valid, items.gather(1, at_cut).squeeze(1), 0)  # (B,) shifted item id
-        vector, bias = self.candidates(target)  # (B, H), (B,)
-        if self.config.negatives == "shared":
-            positive, users = self.target_network(h, mask, vector[:, None], bias[:, None])  # (B, 1), (B, 1, H)
-            ids = torch.randint(1, self.num_items + 1, (self.config.num_shared,), device=items.device)  # (N,) shifted
-            logits = torch.cat([positive, self.shared_logits(h, mask, ids)], dim=1)  # (B, 1 + N)
-            keep = ids[None, :] != target[:, None]  # (B, N) accidental hits out
-        else:
-            negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)
-            logits, users = self.target_network(h, mask, torch.cat([vector[:, None], negative_vectors], dim=1),
-                                                torch.cat([bias[:, None], negative_bias], dim=1))  # (B, 1 + N)
-        item_loss = LOSSES[self.config.loss](logits, keep, reduction="none")  # (B,)
-        behavior_loss = self.behavior_loss(users[:, 0], behaviors.gather(1, at_cut).squeeze(1) - 1)  # (B,)
+        next_behavior = behaviors.gather(1, at_cut).squeeze(1) - 1  # (B,)
+        shared = (torch.randint(1, self.num_items + 1, (self.config.num_shared,), device=items.device)
+                  if self.config.negatives == "shared" else None)  # (N,) shifted, one draw for the step
+        # the loss is a mean over cuts: they are encoded in groups of similar length, each trimmed to its
+        # longest input, so short cuts do not pay for the padding of long ones (in-batch negatives: one group)
+        groups = (torch.argsort(cut, descending=True, stable=True).tensor_split(min(TRAIN_GROUPS, len(cut)))
+                  if self.config.negatives != "in_batch" and len(cut) else [torch.arange(len(cut), device=items.device)])
+        parts = [self._cut_losses(items[g], behaviors[g], timestamps[g], cut[g], valid[g], target[g], next_behavior[g], shared)
+                 for g in groups if len(g)]
+        order = torch.cat([g for g in groups if len(g)])
+        item_loss, behavior_loss = (torch.cat([p[i] for p in parts]) for i in (0, 1))  # (B,) in ``order``
+        valid = valid[order]
         weight = valid.float() / valid.sum().clamp_min(1)  # (B,) mean over users with a target
         loss = (weight * (item_loss + self.config.behavior_weight * behavior_loss)).sum()
         return {"loss": loss, "item_loss": (weight * item_loss).sum().detach(),
                 "behavior_loss": (weight * behavior_loss).sum().detach(), "positions": valid.sum().float()}
+
+    def _cut_losses(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, cut: Tensor, valid: Tensor, target: Tensor,
+                    next_behavior: Tensor, shared: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Item and behaviour losses (B,) of predicting ``target`` from events [0, cut) of each row."""
+        width = max(1, int(cut.max()))  # positions >= every cut are masked anyway
+        items, behaviors, timestamps = items[:, :width], behaviors[:, :width], timestamps[:, :width]
+        mask = torch.arange(width, device=items.device)[None, :] < cut[:, None]  # (B, L)
+        h = self.encode(items, behaviors, timestamps, mask)  # (B, L, H)
+        vector, bias = self.candidates(target)  # (B, H), (B,)
+        if shared is not None:
+            positive, users = self.target_network(h, mask, vector[:, None], bias[:, None])  # (B, 1), (B, 1, H)
+            logits = torch.cat([positive, self.shared_logits(h, mask, shared)], dim=1)  # (B, 1 + N)
+            keep = shared[None, :] != target[:, None]  # (B, N) accidental hits out
+        else:
+            negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)
+            logits, users = self.target_network(h, mask, torch.cat([vector[:, None], negative_vectors], dim=1),
+                                                torch.cat([bias[:, None], negative_bias], dim=1))  # (B, 1 + N)
+        return LOSSES[self.config.loss](logits, keep, reduction="none"), self.behavior_loss(users[:, 0], next_behavior)
 
     def behavior_loss(self, users: Tensor, behavior: Tensor) -> Tensor:
         """Auxiliary task: cross-entropy of the next behaviour type from u(true next item), (B, H) -> (B,).

@@ -267,11 +267,13 @@ def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
     real = atrank_module.LOSSES["softmax"]
 
     def spy(logits, keep, reduction):
-        seen.update(logits=logits, keep=keep)
+        seen.setdefault("logits", []).append(logits)
+        seen.setdefault("keep", []).append(keep)
         return real(logits, keep, reduction=reduction)
 
     monkeypatch.setitem(atrank_module.LOSSES, "softmax", spy)
     model(batch)
+    seen = {k: torch.cat(v) for k, v in seen.items()}  # the cuts' groups, in order (equal cuts keep the rows' order)
     assert seen["logits"].shape == (8, 1 + 3)
     torch.testing.assert_close(seen["keep"], targets[None, :3] != targets[:, None])
     assert not seen["keep"][[0, 1, 2], [0, 1, 2]].any()
@@ -311,3 +313,23 @@ def test_defaults_and_info_validation() -> None:
     with pytest.raises(ValueError):
         ATRank(config, dataclasses.replace(make_info(), num_categories=2))
     assert ATRank.name == "atrank" and ATRank.Config is ATRankConfig
+
+
+@pytest.mark.parametrize("groups", [2, 3, 8])
+def test_cuts_encoded_in_length_groups_give_the_ungrouped_loss_and_gradients(monkeypatch, groups: int) -> None:
+    """Sorting a step's cuts by length and trimming each group's padding changes nothing but the cost."""
+    model, batch = make_model(cuts_per_user=3).double(), make_batch()
+    model.eval()  # no dropout: both passes see the same function
+
+    def run(n):
+        monkeypatch.setattr(atrank_module, "TRAIN_GROUPS", n)
+        torch.manual_seed(11)  # the same cuts and shared negatives
+        model.zero_grad()
+        out = model(batch)
+        out["loss"].backward()
+        return out["loss"].detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    (loss_1, grads_1), (loss_n, grads_n) = run(1), run(groups)
+    torch.testing.assert_close(loss_n, loss_1)
+    for a, b in zip(grads_n, grads_1):
+        torch.testing.assert_close(a, b)
