@@ -51,3 +51,29 @@ def test_rerun_with_same_name_resumes(boi_dir, tmp_path):
     second = fit(boi_dir, TrainConfig(method="dss", epochs=2, num_workers=2, batch_size=8, max_steps_per_epoch=2),
                  name="resume", storage_path=str(tmp_path))
     assert second.metrics["epoch"] == 2 and second.metrics["step"] == 4
+
+
+def test_sequence_methods_train_on_windows_over_the_whole_history(boi_dir, tmp_path):
+    """With rows capped at 8 events, sasrec trains on every window of 9 (each transition once): more batches than rows."""
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    from raylurm.boi.build import BuildConfig, build
+    from raylurm.boi.embeddings import ItemEmbeddingConfig
+    from raylurm.boi.pipeline import BoiConfig
+    from raylurm.boi.vocabulary import VocabularyConfig
+    from raylurm.train.windows import window_bounds
+
+    config = BuildConfig(embedding=ItemEmbeddingConfig(method="cooccurrence", dim=16), vocabulary=VocabularyConfig(num_interests=24),
+                         boi=BoiConfig(on_unknown_items="skip", max_sequence_length=8))
+    capped = tmp_path / "capped"
+    build(boi_dir.parent / "data", capped, config, embeddings_dir=boi_dir / "item_embeddings",
+          vocabulary_dir=boi_dir / "vocabulary", progress=False)
+    rows = pads.dataset(capped / "users").to_table(columns=["items", "earlier_items"]).to_pylist()
+    lengths = np.array([len(r["earlier_items"]) + len(r["items"]) for r in rows])
+    assert (lengths > 8).sum() > len(rows) // 2  # most histories are longer than a row
+    windows = len(window_bounds(lengths, 9)[0])
+    result = fit(capped, TrainConfig(method="sasrec", epochs=1, num_workers=1, batch_size=4), name="windows",
+                 storage_path=str(tmp_path / "runs"))
+    assert result.error is None
+    assert result.metrics["batches"] == windows // 4 > len(rows) // 4
