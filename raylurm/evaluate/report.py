@@ -344,8 +344,9 @@ def _anchors(summary: pd.DataFrame, models: list[str]) -> str:
     return ("### Next item against public full-ranking anchors (ML-1M, leave-one-out)\n\n" + "\n".join(lines) + "\n\n"
             "The anchors train their sequence model end to end for next-item prediction on every user and rank "
             "the full catalogue; here the representations are frozen and ranked by their own pretrained scorer "
-            "(ATRank, DSS) or by a softmax head fitted on other users. Same protocol for every row below the anchors, "
-            "so those rows compare with each other exactly and with the anchors only roughly.\n")
+            "(ATRank, DSS, and the `sasrec` baseline, the one row trained and scored as the anchors are) or by a softmax "
+            "head fitted on other users. Same protocol for every row below the anchors, so those rows compare with each "
+            "other exactly and with the anchors only roughly.\n")
 
 
 def _versus_popularity(per_user: pd.DataFrame, models: list[str], n_boot: int) -> str:
