@@ -27,7 +27,7 @@ def _masked(logits: torch.Tensor, candidate_mask: torch.Tensor | None, dim: int)
 
 
 def seq2item_losses(intentions: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor,
-                    candidate_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    candidate_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """Per-sample seq2item loss, DSS eq. 5-6 (in-batch next items as the candidates).
 
     ``L_s2i(u, t) = −ln [max_k exp(h_{t+1}·φ^(k)(x_{1:t})/√D)
@@ -42,14 +42,15 @@ def seq2item_losses(intentions: torch.Tensor, candidates: torch.Tensor, targets:
     Returns:
         ``(B,)`` losses.
     """
-    scores = torch.einsum("bkd,nd->bnk", intentions, candidates) / math.sqrt(intentions.shape[-1])  # (B, N, K)
+    scale = 1.0 / math.sqrt(intentions.shape[-1]) if scale is None else scale  # the paper's 1/√D by default
+    scores = torch.einsum("bkd,nd->bnk", intentions, candidates) * scale  # (B, N, K)
     positive = scores[torch.arange(scores.shape[0], device=scores.device), targets].amax(dim=-1)  # (B,)
     scores = _masked(scores, candidate_mask, dim=1)
     return torch.logsumexp(scores.flatten(1), dim=1) - positive  # (B,)
 
 
 def catalogue_seq2item_losses(intentions: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                              max_elements: int = CATALOGUE_ELEMENTS) -> torch.Tensor:
+                              max_elements: int = CATALOGUE_ELEMENTS, scale: float | None = None) -> torch.Tensor:
     """Per-sample seq2item loss of eq. 5-6 with the whole catalogue as the candidates.
 
     ``L(u, t) = −ln [max_k exp(h_{x_{t+1}}·φ^(k)/√D) / Σ_{j ∈ catalogue} Σ_{k'} exp(h_j·φ^(k')/√D)]``,
@@ -57,7 +58,8 @@ def catalogue_seq2item_losses(intentions: torch.Tensor, items: torch.Tensor, tar
     :func:`raylurm.losses.next_item.catalogue_cross_entropy`). intentions (B, K, D), items (C, D),
     targets (B,) in [0, C) -> (B,).
     """
-    return catalogue_cross_entropy(intentions, items, targets, 1.0 / math.sqrt(intentions.shape[-1]), max_elements)
+    scale = 1.0 / math.sqrt(intentions.shape[-1]) if scale is None else scale  # the paper's 1/√D by default
+    return catalogue_cross_entropy(intentions, items, targets, scale, max_elements)
 
 
 def seq2seq_losses(intentions: torch.Tensor, future_intentions: torch.Tensor, targets: torch.Tensor,

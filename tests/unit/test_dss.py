@@ -17,7 +17,7 @@ from raylurm.train.batch import DataInfo, collate, synthetic_rows
 
 INFO = DataInfo(num_interests=20, num_items=50, num_behaviors=3, scales=("month", "year"), max_sequence_length=12)
 #: the paper's setting (one cut per user, in-batch seq2item candidates, positions from the latest item)
-PAPER = dict(objective="one_cut", seq2item_candidates="in_batch", positions="from_latest")
+PAPER = dict(DSS.paper_loss)  # the paper's training: one cut, in-batch candidates, positions from the latest, 1/√D, weight 1
 
 
 def _model(seed: int = 0, **overrides) -> DSS:
@@ -362,7 +362,7 @@ def test_all_positions_trains_every_position_with_finite_loss_and_all_gradients(
     out = model(batch)
     assert float(out["positions"]) == float((batch["lengths"].clamp(max=INFO.max_sequence_length + 1) - 1).sum())
     assert int(out["seq2seq_kept"]) == math.floor(0.5 * 8 * model.config.cuts_per_user * 4)
-    torch.testing.assert_close(out["loss"].detach(), out["seq2item"] + out["seq2seq"])
+    torch.testing.assert_close(out["loss"].detach(), out["seq2item"] + model.config.seq2seq_weight * out["seq2seq"])
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert not missing, missing
@@ -387,3 +387,30 @@ def test_config_from_dict_and_defaults() -> None:
         from_dict(DSSConfig, {"lambda": 0.5})
     assert DSS.name == "dss" and DSS.Config is DSSConfig
     assert DSS(dataclasses.replace(config), INFO).max_length == INFO.max_sequence_length
+
+
+def test_the_default_loss_learns_a_deterministic_successor() -> None:
+    """Each item has one successor: DSS's default (unit temperature, seq2seq at weight 0.1) learns to rank it first."""
+    torch.manual_seed(0)
+    num_items, length = 60, 12
+    info = dataclasses.replace(INFO, num_items=num_items, max_sequence_length=length)
+    successor = torch.randperm(num_items) + 1
+
+    def batch(n: int = 32) -> dict:
+        x = torch.zeros(n, length + 1, dtype=torch.long)
+        x[:, 0] = torch.randint(1, num_items + 1, (n,))
+        for t in range(1, length + 1):
+            x[:, t] = successor[x[:, t - 1] - 1]
+        return {"items": x, "lengths": torch.full((n,), length + 1)}
+
+    model = DSS(DSSConfig(hidden_dim=32, dropout=0.0), info)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        loss = model(batch())["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    test = batch(64)
+    history = {"items": test["items"][:, :length], "lengths": torch.full((64,), length)}
+    top = model.score_items(history, torch.arange(num_items)).argmax(dim=1) + 1
+    assert (top == test["items"][:, length]).float().mean() > 0.9
