@@ -66,6 +66,7 @@ class Setup:
     users_parquet: str  # label columns (validation targets)
     split: str  # split id, recorded in every checkpoint
     experiment_path: str  # <storage>/<experiment>/<method>, a URI or a local path
+    windows: int | None = None  # events per training window of the method's default config (the dataset holds windows)
 
 
 def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
@@ -77,10 +78,7 @@ def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     trial_storage = _join(setup.experiment_path, trial_dir.name)
-    window = training_window(METHODS[setup.method], model_config, info, Path(setup.boi))
-    if window is not None:
-        dataset = as_windows(dataset, window, train.seed)
-    loop_config = {"train": dataclasses.asdict(train), "windows": window, "method": setup.method, "method_config": to_dict(model_config),
+    loop_config = {"train": dataclasses.asdict(train), "windows": setup.windows, "method": setup.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": setup.split, "fault_marker": str(trial_dir / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -171,10 +169,15 @@ def run_sweep(sweep: sweeps.Sweep, split, storage: str, name: str, resume: bool 
     for method in methods or list(sweep.methods):
         if method not in sweep.methods:
             raise ValueError(f"{sweep.path}: has no method {method!r}; it sweeps {sorted(sweep.methods)}")
+        # sequence methods train on windows over the whole history, cut once here (a trial holds its CPUs, so
+        # a lazy map inside it could wait forever for one); a swept max_length samples inside these windows
+        window = training_window(METHODS[method], METHODS[method].Config(), DataInfo.from_boi(split.boi("pretrain")),
+                                 split.boi("pretrain"))
+        data = as_windows(dataset, window, train.get("seed", 0)).materialize() if window else dataset
         setup = Setup(method=method, train=train, boi=str(split.boi("pretrain")), history_boi=str(split.boi("history")),
                       users_parquet=str(split.dataset("history") / "users.parquet"), split=split.id,
-                      experiment_path=_join(root, method))
-        trainable = tune.with_resources(tune.with_parameters(trial, setup=setup, dataset=dataset),
+                      experiment_path=_join(root, method), windows=window)
+        trainable = tune.with_resources(tune.with_parameters(trial, setup=setup, dataset=data),
                                         {"CPU": TRIAL_CPU})
         path = setup.experiment_path
         if resume and tune.Tuner.can_restore(path):
