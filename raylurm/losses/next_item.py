@@ -5,10 +5,10 @@ their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
 
 * :func:`catalogue_softmax` — the full softmax ``-log softmax(q·Eᵀ)[target]`` over all C items,
   and :func:`catalogue_cross_entropy`, the same for several queries per row (DSS's intentions):
-  one fused autograd function in chunks of rows whose backward pass recomputes each chunk's
-  logits once and makes them ``softmax - onehot`` in place, so at most ``max_elements`` logits
-  are held and no graph over them is built (on a DSS step of 64 ML-1M windows x 4 intentions x
-  3.7k items it replaced ``logsumexp`` + ``checkpoint``: see BENCHMARKS.md).
+  one fused autograd function over chunks of rows that builds no graph over the logits: the
+  backward pass reuses the forward's softmax (up to ``keep_elements`` logits) or recomputes each
+  chunk once, and makes it ``softmax - onehot`` in place (on a step of 64 ML-1M windows, one
+  thread: sasrec 2.06 -> 1.26 s, DSS's 4 intentions 23.3 -> 4.1 s against ``logsumexp`` + ``checkpoint``).
 * :func:`sampled_softmax_logq` — for catalogues too large for that: the positive against S shared
   sampled negatives, every logit corrected by ``- log Q(item)`` (the sampling probability; Yi et
   al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations", RecSys
@@ -30,10 +30,10 @@ KEPT_SOFTMAX_ELEMENTS = 1 << 28
 class _CatalogueCrossEntropy(torch.autograd.Function):
     """Fused, chunked ``logsumexp_{r,c}(s) - max_r s[·, r, target]`` with ``s = scale · q_r·e_c``.
 
-    The forward pass keeps only the per-row log-normaliser and the winning query; the backward
-    pass recomputes each chunk's logits once and turns them in place into ``softmax - onehot``,
-    so at most one chunk of logits is ever held (the "fused linear cross-entropy" of large-vocabulary
-    language models) and no autograd graph over the logits is built."""
+    The forward pass keeps the per-row log-normaliser, the winning query and, when ``keep``, each
+    chunk's softmax; the backward pass uses that softmax (or recomputes the chunk's logits once)
+    and turns it in place into ``softmax - onehot`` — the "fused linear cross-entropy" of
+    large-vocabulary language models: no autograd graph over the logits is built."""
 
     @staticmethod
     def forward(ctx, queries, items, targets, scale, chunk, keep):
@@ -94,8 +94,7 @@ def catalogue_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets:
     catalogue. Logits are computed ``max_elements`` at a time; when all of them number at most
     ``keep_elements`` their softmax is kept for the backward pass, else each chunk is recomputed
     there (memory bounds only: the values and gradients depend on neither)."""
-    single = queries.ndim == 2
-    if single:
+    if queries.ndim == 2:
         queries = queries[:, None, :]
     if queries.ndim != 3 or items.ndim != 2 or queries.shape[-1] != items.shape[1]:
         raise ValueError(f"queries (N, D) or (N, R, D) and items (C, D) must share D, got {tuple(queries.shape)}, {tuple(items.shape)}")

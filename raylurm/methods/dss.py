@@ -40,6 +40,7 @@ from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2i
 from raylurm.methods.sasrec import SASRecEncoder, random_window, window
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
+from raylurm.train.windows import encoded_length_window
 
 
 @typed_config
@@ -169,10 +170,7 @@ class DSS(nn.Module):
     def _seq2item_scale(self) -> float:
         return 1.0 if self.config.seq2item_temperature == "unit" else 1.0 / math.sqrt(self.config.hidden_dim)
 
-    @staticmethod
-    def training_window(config, info: DataInfo) -> int:
-        """Events per training window over the whole history (raylurm.train.windows): the encoded length + the last target."""
-        return (config.max_length or info.max_sequence_length) + 1
+    training_window = staticmethod(encoded_length_window)  # windows over the whole history (raylurm.train.windows)
 
     def __init__(self, config: DSSConfig, info: DataInfo):
         super().__init__()

@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 from raylurm.config import typed_config
 from raylurm.losses.next_item import catalogue_softmax, sampled_softmax_logq
 from raylurm.train.batch import DataInfo
+from raylurm.train.windows import encoded_length_window
 
 Loss = Literal["auto", "full", "sampled", "bce"]
 
@@ -152,10 +153,7 @@ class SASRec(nn.Module):
     # the paper's own loss (§III-E: one sampled negative per position, binary cross-entropy): an ablation row
     paper_loss = {"loss": "bce"}
 
-    @staticmethod
-    def training_window(config, info: DataInfo) -> int:
-        """Events per training window over the whole history (raylurm.train.windows): the encoded length + the last target."""
-        return (config.max_length or info.max_sequence_length) + 1
+    training_window = staticmethod(encoded_length_window)  # windows over the whole history (raylurm.train.windows)
 
     def __init__(self, config: SASRecConfig, info: DataInfo):
         super().__init__()

@@ -23,6 +23,11 @@ import pyarrow.compute as pc
 SEQUENCE_COLUMNS = ("items", "behaviors", "timestamps")
 
 
+def encoded_length_window(config, info) -> int:
+    """The training window of a model that encodes ``config.max_length`` (default: the rows' length) events: + its last target."""
+    return (config.max_length or info.max_sequence_length) + 1
+
+
 def has_earlier_events(schema_names: list[str] | tuple[str, ...]) -> bool:
     """Whether BoI rows with these columns keep the events before the latest ones."""
     return all(f"earlier_{c}" in schema_names for c in SEQUENCE_COLUMNS)
