@@ -6,6 +6,13 @@ Examples::
     python -m raylurm.evaluate --all                               # latest checkpoint of each method on the split
     python -m raylurm.evaluate --registry                          # the sweeps' best checkpoints (raylurm.registry)
     python -m raylurm.evaluate --all --pretrain --out results/ml-1m --results-md RESULTS.md   # the RESULTS.md command
+    python -m raylurm.evaluate --all --pretrain --methods atrank --out results/ml-1m --resume  # add a method to it later
+
+``--resume`` makes a long evaluation span sessions: every subject's results are stored under
+``<out>/subjects/`` as it finishes (always); with ``--resume`` a stored subject is read back
+instead of evaluated again, and every other stored subject of the same split and protocol — a
+method pretrained and evaluated in an earlier session — is carried into the report with the commit
+it was evaluated at (``raylurm.evaluate.store``).
 
 Tasks (see ``raylurm.evaluate.tasks``): user profiling, category preference, next item
 (leave-one-out on every user, full ranking over the items with events, and 100
@@ -48,6 +55,7 @@ from raylurm.evaluate.harness import (
     write_outputs,
 )
 from raylurm.evaluate.split import SplitConfig, materialise
+from raylurm.evaluate.store import SubjectStore
 from raylurm.methods import METHODS
 from raylurm.runtime import init_ray
 from raylurm.train.checkpoint import default_storage, resolve_checkpoint
@@ -93,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip raw BoI, TF-IDF, random init and popularity")
     p.add_argument("--out", help="output directory (default: $RAYLURM_HOME/evaluations/<dataset>-<split>)")
     p.add_argument("--results-md", help="also write the Markdown report here (e.g. RESULTS.md)")
+    p.add_argument("--resume", action="store_true",
+                   help="read back each subject already evaluated under <out>/subjects/ on this split and protocol instead "
+                        "of evaluating it again, and carry every other stored subject (a method trained in an earlier "
+                        "session) into the report, marked with its commit; without it every subject is evaluated and stored")
     p.add_argument("--storage-path", help="where runs are (default: $RAYLURM_HOME/runs)")
     cli.add_ray_arguments(p)
     return p
@@ -139,19 +151,22 @@ def run(args: argparse.Namespace) -> int:
                     found = pretrain_on_split(split, method, args.epochs, args.num_workers, storage, overrides=options, name=name)
                 if found is not None:
                     checkpoints[ablation_label(method)] = found
-        if not checkpoints:
-            raise FileNotFoundError(f"no checkpoint pretrained on split {split.id} under {storage}; add --pretrain")
+        if not checkpoints and not args.resume:
+            raise FileNotFoundError(f"no checkpoint pretrained on split {split.id} under {storage}; add --pretrain "
+                                    "(or --resume to report the subjects stored under --out)")
     elif args.registry is not None:
         checkpoints = registry_per_method(args.registry or None, split, [m.strip() for m in args.methods.split(",") if m.strip()])
     else:
         checkpoints = {}
         for path in paths:
             checkpoints[check_split(path, split)["method"]] = path
-    rows, per_user = evaluate(split, checkpoints, config, baselines=not args.no_baselines)
     out = Path(args.out) if args.out else data_home() / "evaluations" / f"{split.meta['dataset']}-{split.id}"
+    store = SubjectStore(out / "subjects", split.id, config, commit, resume=args.resume)
+    rows, per_user = evaluate(split, checkpoints, config, baselines=not args.no_baselines, store=store)
     command = "python -m raylurm.evaluate " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     text, md = write_outputs(rows, per_user, out, split, checkpoints, command.strip(),
-                             Path(args.results_md) if args.results_md else None, commit=commit, config=config)
+                             Path(args.results_md) if args.results_md else None, commit=commit, config=config,
+                             carried=store.carried())
     print(text)
     log.info("wrote %s, %s", md, out / "results.csv")
     return 0

@@ -21,11 +21,12 @@ from raylurm.data.io import atomic_file
 from raylurm.data.prepare import data_home
 from raylurm.evaluate import report, represent, tasks
 from raylurm.evaluate.split import Split
+from raylurm.evaluate.store import Entry, SubjectStore, run_record
 from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.train.checkpoint import best_in_run, run_finished
 from raylurm.train.config import TrainConfig
-from raylurm.train.curves import read_curves, summarise_run
+from raylurm.train.curves import summarise_run
 from raylurm.train.fit import fit
 from raylurm.train.loop import init_seed
 
@@ -126,11 +127,15 @@ def subjects_for(checkpoints: Checkpoints, split: Split, baselines: bool, prefix
             return cache[part]
         return get
 
+    def twin_seed(path: Path) -> int:
+        return init_seed(read_meta(path).get("train", {}).get("seed", 0))
+
     runs = runs_of(checkpoints)
-    out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k) for name, paths in runs.items() for k, path in enumerate(paths)]
+    out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k, checkpoint=path)
+           for name, paths in runs.items() for k, path in enumerate(paths)]
     if baselines:
-        out += [tasks.Subject(f"{name} (random init)", "random init", encoder(path, init_seed(read_meta(path).get("train", {}).get("seed", 0))),
-                              run=k) for name, paths in runs.items() for k, path in enumerate(paths)
+        out += [tasks.Subject(f"{name} (random init)", "random init", encoder(path, twin_seed(path)), run=k, checkpoint=path,
+                              seed=twin_seed(path)) for name, paths in runs.items() for k, path in enumerate(paths)
                 if not name.endswith(ABLATION)]  # the paper-loss row has its method's architecture: one random init each
         out += [tasks.Subject("majority", "baseline", None, majority=True), tasks.Subject("popularity", "baseline", None, popularity=True),
                 tasks.Subject("raw BoI", "baseline", boi()), tasks.Subject("TF-IDF", "baseline", None, tfidf=True)]
@@ -138,8 +143,11 @@ def subjects_for(checkpoints: Checkpoints, split: Split, baselines: bool, prefix
 
 
 def evaluate(split: Split, checkpoints: Checkpoints, config: tasks.EvalConfig = tasks.EvalConfig(),
-             baselines: bool = True) -> tuple[list[dict], pd.DataFrame]:
-    """All subjects on all tasks -> long-format metric rows and the per-user results."""
+             baselines: bool = True, store: SubjectStore | None = None) -> tuple[list[dict], pd.DataFrame]:
+    """All subjects on all tasks -> long-format metric rows and the per-user results.
+
+    ``store``: each subject's results are written there as they finish, and with ``store.resume`` read back
+    instead of evaluated again (:mod:`raylurm.evaluate.store`); ``store.carried()`` then holds the rest."""
     for paths in runs_of(checkpoints).values():
         for path in paths:
             check_split(path, split)
@@ -149,11 +157,17 @@ def evaluate(split: Split, checkpoints: Checkpoints, config: tasks.EvalConfig = 
     per_user: list[pd.DataFrame] = []
     for subject in subjects_for(checkpoints, split, baselines, prefixes):
         started = time.perf_counter()
-        more, users = tasks.run(subject, context)
+        stored = store.get(subject) if store is not None else None
+        if stored is not None:
+            more, users = stored.rows, stored.per_user
+        else:
+            more, users = tasks.run(subject, context)
+            if store is not None:
+                store.put(subject, more, users)
         rows += more
         per_user.append(users)
-        log.info("evaluated %s in %.1f s", subject.name if not subject.run else f"{subject.name} (run {subject.run})",
-                 time.perf_counter() - started)
+        log.info("%s %s in %.1f s", "read back" if stored is not None else "evaluated",
+                 subject.name if not subject.run else f"{subject.name} (run {subject.run})", time.perf_counter() - started)
     return rows, pd.concat(per_user, ignore_index=True)
 
 
@@ -207,8 +221,13 @@ or "<" only when the interval excludes 0. Best mean per column in bold.
 
 def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Split, checkpoints: Checkpoints, command: str,
                   results_md: Path | None = None, footer: str = "", commit: str | None = None,
-                  config: tasks.EvalConfig = tasks.EvalConfig()) -> tuple[str, Path]:
-    """Write RESULTS.md (and ``results_md``), results.csv, results_by_seed.csv, results_by_user.parquet, plots."""
+                  config: tasks.EvalConfig = tasks.EvalConfig(), carried: Sequence[Entry] = ()) -> tuple[str, Path]:
+    """Write RESULTS.md (and ``results_md``), results.csv, results_by_seed.csv, results_by_user.parquet, plots.
+
+    ``carried``: stored subjects of earlier evaluations (``--resume``) whose rows are in ``rows``; their runs'
+    records stand in for checkpoints that may no longer exist, and the report names their commits."""
+    rows = list(rows) + [r for e in carried for r in e.rows]
+    per_user = pd.concat([per_user] + [e.per_user for e in carried], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     summary = report.summarise(rows)
     report.write_csv(out / "results.csv", summary)
@@ -217,7 +236,8 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
         per_user.to_parquet(tmp, index=False)
     images = report.bar_plots(summary, out)
     runs = runs_of(checkpoints)
-    curve = report.training_curves({m: p[0].parent for m, p in runs.items()}, out / "pretraining_curves.png")
+    records = run_records(checkpoints, carried)
+    curve = report.training_curves({r["model"]: r["curves"] for r in records if r["k"] == 0}, out / "pretraining_curves.png")
     images += [curve] if curve else []
     md_path = results_md or out / "RESULTS.md"
     relative = [str(Path(_relpath(i, md_path.parent))) for i in images]
@@ -232,7 +252,7 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
         quantile=split.meta["config"]["cutoff_quantile"])
     header = (f"# Results — {split.meta['dataset']}\n\n"
               f"Produced by `{command}` at commit `{commit or git_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-              f"split `{split.id}`.\n\n" + protocol + checkpoint_table(checkpoints))
+              f"split `{split.id}`.\n\n" + carried_note(carried) + protocol + checkpoint_table(records))
     footer = report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
     text = report.markdown(summary, header, relative, footer, per_user=per_user)
     report.write_text(md_path, text)
@@ -246,32 +266,53 @@ def summary_value(rows: list[dict], key: str):
     return next((r[key] for r in rows if key in r), None)
 
 
-def checkpoint_table(checkpoints: Checkpoints) -> str:
-    """The pretraining runs behind the rows: epochs trained, the best (validation-chosen) epoch, wall time."""
-    lines = ["| model | run | seed | epochs trained | best epoch | validation (best) | stopped early | wall time | "
-             "steps to best | users per step | checkpoint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def run_records(checkpoints: Checkpoints, carried: Sequence[Entry] = ()) -> list[dict]:
+    """The pretraining runs behind the rows: each checkpoint's run here, then each carried entry's stored record."""
+    out = []
     for model, paths in runs_of(checkpoints).items():
         for k, path in enumerate(paths):
-            meta = read_meta(path)
-            train = meta.get("train", {})
-            per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
-            metric = meta.get("validation_metric")
-            run = summarise_run(read_curves(path.parent), metric)
-            value = meta.get("best_value")
-            wall = f"{run['seconds'] / 60:.1f} min" if run["seconds"] else "–"
-            lines.append(f"| {model} | {k} | {train.get('seed', 0)} | {run['epochs'] or meta.get('epoch')} | {meta.get('epoch')} | "
-                         f"{f'{metric} {value:.4f}' if metric and value is not None else '–'} | "
-                         f"{'yes' if _stopped_early(path.parent) else 'no'} | {wall} | {meta.get('step')} | "
-                         f"{per_worker} × {train.get('num_workers', 1)} | `{path.parent.name}/{path.name}` |")
+            record, curves = run_record(path)
+            out.append(record | {"model": model, "k": k, "curves": curves, "carried": None})
+    out += [e.record | {"model": e.name, "k": e.run, "curves": e.curves if e.curves is not None else pd.DataFrame(),
+                        "carried": e.commit} for e in carried if e.group == "pretrained" and e.record]
+    return out
+
+
+def checkpoint_table(runs: "Checkpoints | list[dict]") -> str:
+    """The pretraining runs behind the rows: epochs trained, the best (validation-chosen) epoch, wall time.
+
+    ``runs``: checkpoints (read here) or :func:`run_records`."""
+    records = runs if isinstance(runs, list) else run_records(runs)
+    lines = ["| model | run | seed | epochs trained | best epoch | validation (best) | stopped early | wall time | "
+             "steps to best | users per step | checkpoint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        meta = r["meta"]
+        train = meta.get("train", {})
+        per_worker = train.get("batch_size") or meta["method_config"].get("batch_size")
+        metric = meta.get("validation_metric")
+        run = summarise_run(r["curves"], metric)
+        value = meta.get("best_value")
+        wall = f"{run['seconds'] / 60:.1f} min" if run["seconds"] else "–"
+        where = f"`{r['checkpoint']}`" + (f" (carried from commit `{r['carried']}`)" if r["carried"] else "")
+        lines.append(f"| {r['model']} | {r['k']} | {train.get('seed', 0)} | {run['epochs'] or meta.get('epoch')} | {meta.get('epoch')} | "
+                     f"{f'{metric} {value:.4f}' if metric and value is not None else '–'} | "
+                     f"{'yes' if r['stopped_early'] else 'no'} | {wall} | {meta.get('step')} | "
+                     f"{per_worker} × {train.get('num_workers', 1)} | {where} |")
     return ("\nPretraining (each run until its validation metric stopped improving for `patience` epochs; the row is "
             "the best epoch's checkpoint; curves in the training plot and the run's TensorBoard logs):\n\n" + "\n".join(lines) + "\n"
-            if checkpoints else "")
+            if records else "")
 
 
-def _stopped_early(run_dir: Path) -> bool:
-    """Whether a run's latest checkpoint says it stopped early."""
-    metas = sorted(run_dir.glob("checkpoint_*/meta.json"))
-    return bool(metas) and bool(json.loads(metas[-1].read_text()).get("stopped_early"))
+def carried_note(carried: Sequence[Entry]) -> str:
+    """Which rows were evaluated earlier (``--resume``), at which commit and when."""
+    if not carried:
+        return ""
+    by_commit: dict[tuple[str, str], list[str]] = {}
+    for e in carried:
+        by_commit.setdefault((e.commit, e.written), []).append(e.name if not e.run else f"{e.name} (run {e.run})")
+    parts = [f"{', '.join(dict.fromkeys(names))} at commit `{commit}` ({written})" for (commit, written), names in by_commit.items()]
+    return ("Rows carried from earlier evaluations of this split and protocol (`--resume`, stored under "
+            "`subjects/`): " + "; ".join(parts) + ".\n\n")
 
 
 def _relpath(path: Path, start: Path) -> str:

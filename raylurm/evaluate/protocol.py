@@ -10,6 +10,7 @@ popularity-sampled negatives of the SASRec paper are a second, clearly labelled 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 import numpy as np
@@ -75,6 +76,8 @@ class Subject:
     popularity: bool = False  # next item only: score by popularity
     majority: bool = False  # classification only: the training users' majority class / label prior
     run: int = 0  # pretraining replica (--pretrain-seeds)
+    checkpoint: Path | None = None  # the pretrained checkpoint behind it (pretrained and random-init subjects)
+    seed: int | None = None  # the random-init twin's torch seed
 
 
 def align(rep: Representation, users: np.ndarray, what: str) -> Representation:

@@ -210,16 +210,18 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def training_curves(runs: dict[str, Path], path: Path) -> Path | None:
-    """Each run's pretraining loss and validation metric per epoch (:func:`raylurm.train.curves.read_curves`):
-    one column of two panels per method, the best epoch marked."""
+def training_curves(runs: dict[str, "Path | pd.DataFrame"], path: Path) -> Path | None:
+    """Each run's pretraining loss and validation metric per epoch (a run directory, read by
+    :func:`raylurm.train.curves.read_curves`, or its curves already read): one column of two panels per method,
+    the best epoch marked."""
     import matplotlib  # lazy: plotting is only needed when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # "No path found after ..." at the end of every file
-    curves = {name: c for name, run in runs.items() if "loss" in (c := read_curves(run))}
+    curves = {name: c for name, run in runs.items()
+              if "loss" in (c := run if isinstance(run, pd.DataFrame) else read_curves(run))}
     if not curves:
         return None
     fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 5.4), squeeze=False, sharex="col")

@@ -1,0 +1,190 @@
+"""Each subject's evaluation kept on disk, so a long evaluation resumes and its rows pool across sessions.
+
+Pretraining every method to early stopping and evaluating it takes hours on a laptop, longer than
+one sitting. Every evaluation therefore writes one *entry* per subject under ``<out>/subjects/``:
+its metric rows, its per-user results (the paired tests' input) and, for a pretrained subject, the
+record of its run (the checkpoint's meta and its per-epoch curves). An entry is keyed by what
+determines its result: the split, the evaluation config, the subject's label and pretraining run,
+and its checkpoint (run, checkpoint directory, epoch, step) or random-init seed.
+
+With ``python -m raylurm.evaluate ... --resume``:
+
+* a subject whose key has an entry is read back instead of evaluated again;
+* every other entry on the same split and config — a method trained and evaluated in an earlier
+  session, whose run may no longer exist here — is *carried* into the report, so one RESULTS.md
+  holds every method with paired verdicts over the same users. The report names each carried
+  row's commit and date (:func:`raylurm.evaluate.harness.write_outputs`).
+
+A new entry for a subject replaces the entries of the same label and run on the same split and
+config (a retrained method's old rows are not carried beside its new ones). Entries are written
+to a temporary directory and renamed, so a killed evaluation leaves only whole entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raylurm.config import to_dict
+from raylurm.data.io import atomic_dir
+from raylurm.evaluate.protocol import USER_COLUMNS, EvalConfig, Subject
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when an entry's layout changes: older entries are then ignored
+
+
+@dataclasses.dataclass
+class Entry:
+    """One stored subject: its key, rows, per-user results, where and when it was evaluated, its run's record."""
+
+    path: Path
+    key: dict
+    rows: list[dict]
+    per_user: pd.DataFrame
+    commit: str
+    written: str
+    record: dict | None  # pretrained subjects: {"meta": ..., "checkpoint": "run/checkpoint_…", "stopped_early": bool}
+    curves: pd.DataFrame | None  # pretrained subjects: per-epoch curves of the run (raylurm.train.curves.read_curves)
+
+    @property
+    def name(self) -> str:
+        return self.key["name"]
+
+    @property
+    def group(self) -> str:
+        return self.key["group"]
+
+    @property
+    def run(self) -> int:
+        return self.key["run"]
+
+
+def checkpoint_identity(checkpoint: Path, seed: int | None = None) -> dict:
+    """What identifies a checkpoint's result across machines: run and checkpoint names, epoch and step (+ the
+    random-init seed of its twin)."""
+    meta = json.loads((Path(checkpoint) / "meta.json").read_text())
+    out = {"run": Path(checkpoint).parent.name, "checkpoint": Path(checkpoint).name, "epoch": meta.get("epoch"),
+           "step": meta.get("step")}
+    return out | ({"seed": seed} if seed is not None else {})
+
+
+def subject_key(split_id: str, config: EvalConfig, subject: Subject) -> dict:
+    identity = checkpoint_identity(subject.checkpoint, subject.seed) if subject.checkpoint is not None else None
+    return {"format": FORMAT, "split": split_id, "config": to_dict(config), "name": subject.name, "group": subject.group,
+            "run": subject.run, "checkpoint": identity}
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "subject"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-serialisable value of a metric row (numpy scalars and arrays to Python)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"metric row value of type {type(value).__name__} is not storable")
+
+
+class SubjectStore:
+    """The entries under ``root`` for one split and evaluation config (see the module docstring)."""
+
+    def __init__(self, root: str | Path, split_id: str, config: EvalConfig, commit: str, resume: bool = False):
+        self.root, self.split_id, self.config, self.commit, self.resume = Path(root), split_id, config, commit, resume
+        self._config = to_dict(config)
+        self._touched: set[tuple[str, int]] = set()
+
+    def _matches(self, key: dict) -> bool:
+        return key.get("format") == FORMAT and key.get("split") == self.split_id and key.get("config") == self._config
+
+    def _entries(self) -> list[Path]:
+        return sorted(p.parent for p in self.root.glob("*/entry.json")) if self.root.is_dir() else []
+
+    def _read(self, path: Path) -> Entry:
+        head = json.loads((path / "entry.json").read_text())
+        curves = pd.read_csv(path / "curves.csv") if (path / "curves.csv").exists() else None
+        return Entry(path, head["key"], json.loads((path / "rows.json").read_text()), pd.read_parquet(path / "per_user.parquet"),
+                     head["commit"], head["written"], head.get("record"), curves)
+
+    def get(self, subject: Subject) -> Entry | None:
+        """The stored entry of ``subject`` (only with ``resume``), else None; either way the subject counts as evaluated
+        here, so it is never also carried."""
+        self._touched.add((subject.name, subject.run))
+        if not self.resume:
+            return None
+        path = self.root / self._dirname(subject_key(self.split_id, self.config, subject))
+        if not (path / "entry.json").exists():
+            return None
+        entry = self._read(path)
+        log.info("reusing %s (run %d) evaluated at commit %s on %s", subject.name, subject.run, entry.commit, entry.written)
+        return entry
+
+    def put(self, subject: Subject, rows: list[dict], per_user: pd.DataFrame) -> Path:
+        """Store ``subject``'s results; drop older entries of the same label and run on this split and config."""
+        key = subject_key(self.split_id, self.config, subject)
+        record, curves = None, None
+        if subject.checkpoint is not None and subject.group == "pretrained":
+            record, curves = run_record(subject.checkpoint)
+        head = {"key": key, "commit": self.commit, "written": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+                "record": record}
+        path = self.root / self._dirname(key)
+        for old in self._entries():
+            other = json.loads((old / "entry.json").read_text())["key"]
+            if old != path and self._matches(other) and (other["name"], other["run"]) == (subject.name, subject.run):
+                log.info("dropping the stored %s (run %d) of an older checkpoint: %s", subject.name, subject.run, old.name)
+                shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(path) as tmp:
+            (tmp / "entry.json").write_text(json.dumps(head, indent=1, default=_plain))
+            (tmp / "rows.json").write_text(json.dumps(rows, default=_plain))
+            per_user[list(USER_COLUMNS)].to_parquet(tmp / "per_user.parquet", index=False)
+            if curves is not None and not curves.empty:
+                curves.to_csv(tmp / "curves.csv", index=False)
+        self._touched.add((subject.name, subject.run))
+        return path
+
+    def carried(self) -> list[Entry]:
+        """With ``resume``: every entry on this split and config whose label and run were not evaluated here."""
+        if not self.resume:
+            return []
+        out = []
+        for path in self._entries():
+            key = json.loads((path / "entry.json").read_text())["key"]
+            if self._matches(key) and (key["name"], key["run"]) not in self._touched:
+                out.append(self._read(path))
+        for entry in out:
+            log.info("carrying %s (run %d) from commit %s (%s)", entry.name, entry.run, entry.commit, entry.written)
+        return out
+
+    @staticmethod
+    def _dirname(key: dict) -> str:
+        return f"{_slug(key['name'])}-{key['run']}-{_digest(key)}"
+
+
+def run_record(checkpoint: Path) -> tuple[dict, pd.DataFrame]:
+    """The run behind a pretrained checkpoint, as the report's training table and plot need it once the run is gone."""
+    from raylurm.train.curves import read_curves  # lazy: TensorBoard's reader is a heavy import
+
+    checkpoint = Path(checkpoint)
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    metas = sorted(checkpoint.parent.glob("checkpoint_*/meta.json"))
+    stopped = bool(metas) and bool(json.loads(metas[-1].read_text()).get("stopped_early"))
+    return ({"meta": meta, "checkpoint": f"{checkpoint.parent.name}/{checkpoint.name}", "stopped_early": stopped},
+            read_curves(checkpoint.parent))
