@@ -126,25 +126,32 @@ class IntentionDisentanglement(nn.Module):
         return torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=1)  # (B, L)
 
     def every_prefix(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
-                     future: bool = False) -> torch.Tensor:
+                     future: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
         """φ^(k)(z_{1:t}) for every t in one pass — causal pooling, each query t over i ≤ t: (B, L, D) -> (B, L, K, D).
 
         Row t equals :meth:`forward` of the prefix ``z_{1:t}`` (its query is x_t, the latest item
-        of that prefix); rows at padding positions are meaningless and must be ignored."""
+        of that prefix); rows at padding positions are meaningless and must be ignored. ``rows`` (B, C):
+        only the prefixes ending at these columns -> (B, C, K, D), the same values as those rows of the
+        full result at C/L of the pooling's cost (the seq2seq futures need a few prefixes per user)."""
         alpha = self.position_embedding(positions)  # (B, L, D)
         key = self.ln_3(alpha + z)
         key = key + F.relu(self.key_transform(key))  # (B, L, D)
-        query = self.ln_4(alpha + z + self.query_bias)  # (B, L, D): the query of the prefix ending at t
-        logits = torch.einsum("btd,bid->bti", query, key) / math.sqrt(z.shape[-1])  # (B, L_t, L_i)
+        query = alpha + z + self.query_bias  # (B, L, D): the query of the prefix ending at t, before LN4
         length = z.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=z.device).tril()  # i <= t
-        allowed = causal[None] & valid[:, None, :]  # (B, L, L)
+        steps = torch.arange(length, device=z.device)
+        if rows is None:
+            causal = (steps[None, :] <= steps[:, None])[None]  # (1, L, L) i <= t
+        else:
+            query = query.gather(1, rows[..., None].expand(-1, -1, query.shape[-1]))  # (B, C, D)
+            causal = steps[None, None, :] <= rows[..., None]  # (B, C, L)
+        logits = torch.einsum("btd,bid->bti", self.ln_4(query), key) / math.sqrt(z.shape[-1])  # (B, T, L_i)
+        allowed = causal & valid[:, None, :]  # (B, T, L)
         allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # padding rows: anything finite
-        p = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)  # (B, L_t, L_i) p_i per query t
+        p = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)  # (B, T, L_i) p_i per query t
         values = self.category_weights(z)[..., None] * z[:, :, None, :]  # (B, L_i, K, D) p_{k|i} z_i
-        pooled = torch.bmm(p, values.flatten(2)).view(*z.shape[:2], -1, z.shape[-1])  # (B, L_t, K, D)
+        pooled = torch.bmm(p, values.flatten(2)).view(z.shape[0], p.shape[1], -1, z.shape[-1])  # (B, T, K, D)
         bias = self.future_bias if future else self.input_bias
-        return self.ln_5(bias + pooled)  # (B, L, K, D)
+        return self.ln_5(bias + pooled)  # (B, T, K, D)
 
     def forward(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
                 future: bool = False) -> torch.Tensor:
@@ -206,10 +213,11 @@ class DSS(nn.Module):
         z, positions, valid = self._encode(items)
         return self.disentangle(z, positions, valid, future=future)
 
-    def every_prefix(self, items: torch.Tensor, future: bool = False) -> torch.Tensor:
-        """φ(x_{1:t}) of every prefix in one pass: (B, L) -> (B, L, K, D) (row t: the prefix ending at item t)."""
+    def every_prefix(self, items: torch.Tensor, future: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """φ(x_{1:t}) of every prefix in one pass: (B, L) -> (B, L, K, D) (row t: the prefix ending at item t);
+        with ``rows`` (B, C) only the prefixes ending at those columns, (B, C, K, D)."""
         z, positions, valid = self._encode(items)
-        return self.disentangle.every_prefix(z, positions, valid, future=future)
+        return self.disentangle.every_prefix(z, positions, valid, future=future, rows=rows)
 
     def _history(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The whole available history: the most recent ``max_length`` items, (B, ≤ max_length)."""
@@ -242,11 +250,12 @@ class DSS(nn.Module):
             # x_T … x_2: every future x_{T:t+1} of a cut t >= 1 is one of its prefixes (x_1 is never a future),
             # and at most max_length long, as its position embeddings
             reversed_window = window(sequence, torch.ones_like(span), (span - 1).clamp(min=0), reverse=True)
-            phi_future = self.every_prefix(reversed_window, future=True)  # (B, W, K, D): row m = φ(x_{T:T-m})
             cuts = torch.stack([sample_cuts(span) for _ in range(self.config.cuts_per_user)], dim=1)  # (B, C) t
             rows = torch.arange(len(span), device=items.device)[:, None].expand_as(cuts)  # (B, C)
             inputs_phi = phi[rows, (cuts - 1).clamp(max=phi.shape[1] - 1)]  # (B, C, K, D) φ(x_{1:t})
-            futures = phi_future[rows, (span[:, None] - cuts - 1).clamp(min=0)]  # (B, C, K, D) φ(x_{T:t+1})
+            # row m of the reversed window's prefixes is φ(x_{T:T-m}); only the cuts' futures are pooled
+            future_rows = (span[:, None] - cuts - 1).clamp(min=0, max=max(reversed_window.shape[1] - 1, 0))
+            futures = self.every_prefix(reversed_window, future=True, rows=future_rows)  # (B, C, K, D) φ(x_{T:t+1})
             sample = valid[:, None].expand_as(cuts).reshape(-1)  # (B·C,)
             candidates = gather_with_grad(futures.flatten(0, 1))  # (N, K, D) every worker's futures
             candidate_mask = gather_with_grad(sample.float()) > 0  # (N,)

@@ -326,6 +326,28 @@ def test_every_prefix_equals_each_prefix_encoded_alone() -> None:
     torch.testing.assert_close(future[:, 0], model.intentions(items[:, :1], future=True), atol=1e-5, rtol=1e-5)
 
 
+def test_prefixes_at_chosen_rows_equal_those_rows_of_every_prefix() -> None:
+    torch.manual_seed(0)
+    model = _model(seed=3).eval()
+    items = _batch(6)["items"]
+    rows = torch.randint(0, items.shape[1], (items.shape[0], 3))
+    for future in (False, True):
+        every = model.every_prefix(items, future=future)  # (B, L, K, D)
+        chosen = model.every_prefix(items, future=future, rows=rows)  # (B, 3, K, D)
+        torch.testing.assert_close(chosen, every[torch.arange(items.shape[0])[:, None], rows])
+    model.train()
+    model.zero_grad()
+    torch.manual_seed(1)
+    every = model.every_prefix(items, future=True)[torch.arange(items.shape[0])[:, None], rows].sum()
+    want = torch.autograd.grad(every, list(model.parameters()), allow_unused=True)
+    torch.manual_seed(1)
+    got = torch.autograd.grad(model.every_prefix(items, future=True, rows=rows).sum(), list(model.parameters()), allow_unused=True)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
 def test_all_positions_seq2seq_pairs_each_cut_with_its_reversed_future(monkeypatch) -> None:
     """The one-pass inputs and futures of the seq2seq term equal φ(x_{1:t}) and φ(x_{T:t+1}) encoded per cut."""
     model = _model(seed=4, cuts_per_user=2).eval()
