@@ -308,9 +308,9 @@ def carried_note(carried: Sequence[Entry]) -> str:
     if not carried:
         return ""
     by_commit: dict[tuple[str, str], list[str]] = {}
-    for e in carried:
-        by_commit.setdefault((e.commit, e.written), []).append(e.name if not e.run else f"{e.name} (run {e.run})")
-    parts = [f"{', '.join(dict.fromkeys(names))} at commit `{commit}` ({written})" for (commit, written), names in by_commit.items()]
+    for e in carried:  # by commit and day
+        by_commit.setdefault((e.commit, e.written[:10]), []).append(e.name if not e.run else f"{e.name} (run {e.run})")
+    parts = [f"{', '.join(dict.fromkeys(names))} at commit `{commit}` ({day})" for (commit, day), names in by_commit.items()]
     return ("Rows carried from earlier evaluations of this split and protocol (`--resume`, stored under "
             "`subjects/`): " + "; ".join(parts) + ".\n\n")
 

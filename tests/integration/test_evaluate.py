@@ -123,6 +123,27 @@ def test_cli_evaluates_split_checkpoints_with_baselines(setting, capsys):
     assert f"split `{split.id}`" in md and "mean ± std over seeds [0, 1]" in md and "95 %" in md
 
 
+def test_resume_reads_stored_subjects_back_and_carries_the_others(setting, capsys):
+    """A later sitting evaluates only lurm with --resume: lurm and the baselines are read back from the
+    first evaluation's store, atrank (not named) is carried, and the tables are the first evaluation's."""
+    import pandas as pd
+
+    root, _, checkpoints = setting
+    first = root / "report"
+    assert len(list((first / "subjects").glob("*/entry.json"))) == 8, "one stored entry per subject of the first evaluation"
+    before = pd.read_csv(first / "results.csv")
+    code = evaluate_main(["--checkpoint", str(checkpoints["lurm"]), "--seeds", "2", "--storage-path", str(root / "runs"),
+                          "--out", str(first), "--resume", "-q"])
+    assert code == 0
+    capsys.readouterr()
+    after = pd.read_csv(first / "results.csv")
+    key = ["task", "target", "model", "metric"]
+    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True))
+    md = (first / "RESULTS.md").read_text()
+    assert "Rows carried from earlier evaluations" in md and "atrank, atrank (random init) at commit" in md
+    assert "(carried from commit" in md, "the carried atrank run keeps its row in the training table"
+
+
 def test_cli_refuses_a_checkpoint_pretrained_on_all_events(setting, capsys):
     root, _, checkpoints = setting
     code = evaluate_main(["--checkpoint", str(checkpoints["dss"]), "--data", str(root / "data"),
