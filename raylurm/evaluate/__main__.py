@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     command = "python -m raylurm.evaluate " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     text, md = write_outputs(rows, per_user, out, split, checkpoints, command.strip(),
                              Path(args.results_md) if args.results_md else None, commit=commit, config=config,
-                             carried=store.carried())
+                             carried=store.carried(), reused=store.reused)
     print(text)
     log.info("wrote %s, %s", md, out / "results.csv")
     return 0

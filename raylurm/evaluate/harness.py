@@ -221,11 +221,13 @@ or "<" only when the interval excludes 0. Best mean per column in bold.
 
 def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Split, checkpoints: Checkpoints, command: str,
                   results_md: Path | None = None, footer: str = "", commit: str | None = None,
-                  config: tasks.EvalConfig = tasks.EvalConfig(), carried: Sequence[Entry] = ()) -> tuple[str, Path]:
+                  config: tasks.EvalConfig = tasks.EvalConfig(), carried: Sequence[Entry] = (),
+                  reused: Sequence[Entry] = ()) -> tuple[str, Path]:
     """Write RESULTS.md (and ``results_md``), results.csv, results_by_seed.csv, results_by_user.parquet, plots.
 
-    ``carried``: stored subjects of earlier evaluations (``--resume``) whose rows are in ``rows``; their runs'
-    records stand in for checkpoints that may no longer exist, and the report names their commits."""
+    ``carried``: stored subjects of earlier evaluations (``--resume``) to add to ``rows``; their runs' records
+    stand in for checkpoints that may no longer exist. ``reused``: subjects whose rows (already in ``rows``) were
+    read back from the store. The report names the commit each of them was evaluated at."""
     rows = list(rows) + [r for e in carried for r in e.rows]
     per_user = pd.concat([per_user] + [e.per_user for e in carried], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +254,7 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
         quantile=split.meta["config"]["cutoff_quantile"])
     header = (f"# Results — {split.meta['dataset']}\n\n"
               f"Produced by `{command}` at commit `{commit or git_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-              f"split `{split.id}`.\n\n" + carried_note(carried) + protocol + checkpoint_table(records))
+              f"split `{split.id}`.\n\n" + earlier_note(reused, carried) + protocol + checkpoint_table(records))
     footer = report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
     text = report.markdown(summary, header, relative, footer, per_user=per_user)
     report.write_text(md_path, text)
@@ -303,16 +305,20 @@ def checkpoint_table(runs: "Checkpoints | list[dict]") -> str:
             if records else "")
 
 
-def carried_note(carried: Sequence[Entry]) -> str:
-    """Which rows were evaluated earlier (``--resume``), at which commit and when."""
-    if not carried:
+def earlier_note(reused: Sequence[Entry], carried: Sequence[Entry]) -> str:
+    """Which rows come from earlier evaluations (``--resume``): read back or carried, at which commit and day."""
+    parts = []
+    for what, entries in (("read back", reused), ("carried (not evaluated by this command)", carried)):
+        by_commit: dict[tuple[str, str], list[str]] = {}
+        for e in entries:  # by commit and day
+            by_commit.setdefault((e.commit, e.written[:10]), []).append(e.name if not e.run else f"{e.name} (run {e.run})")
+        if by_commit:
+            parts.append(f"{what}: " + "; ".join(f"{', '.join(dict.fromkeys(names))} at commit `{commit}` ({day})"
+                                                 for (commit, day), names in by_commit.items()))
+    if not parts:
         return ""
-    by_commit: dict[tuple[str, str], list[str]] = {}
-    for e in carried:  # by commit and day
-        by_commit.setdefault((e.commit, e.written[:10]), []).append(e.name if not e.run else f"{e.name} (run {e.run})")
-    parts = [f"{', '.join(dict.fromkeys(names))} at commit `{commit}` ({day})" for (commit, day), names in by_commit.items()]
-    return ("Rows carried from earlier evaluations of this split and protocol (`--resume`, stored under "
-            "`subjects/`): " + "; ".join(parts) + ".\n\n")
+    return ("Rows from earlier evaluations of this split and protocol (`--resume`, stored under `subjects/`) — "
+            + " — ".join(parts) + ".\n\n")
 
 
 def _relpath(path: Path, start: Path) -> str:

@@ -111,6 +111,7 @@ class SubjectStore:
         self.root, self.split_id, self.config, self.commit, self.resume = Path(root), split_id, config, commit, resume
         self._config = to_dict(config)
         self._touched: set[tuple[str, int]] = set()
+        self.reused: list[Entry] = []  # entries read back by get(), for the report's note
 
     def _matches(self, key: dict) -> bool:
         return key.get("format") == FORMAT and key.get("split") == self.split_id and key.get("config") == self._config
@@ -134,6 +135,7 @@ class SubjectStore:
         if not (path / "entry.json").exists():
             return None
         entry = self._read(path)
+        self.reused.append(entry)
         log.info("reusing %s (run %d) evaluated at commit %s on %s", subject.name, subject.run, entry.commit, entry.written)
         return entry
 

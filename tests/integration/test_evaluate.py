@@ -140,7 +140,8 @@ def test_resume_reads_stored_subjects_back_and_carries_the_others(setting, capsy
     key = ["task", "target", "model", "metric"]
     pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True))
     md = (first / "RESULTS.md").read_text()
-    assert "Rows carried from earlier evaluations" in md and "atrank, atrank (random init) at commit" in md
+    assert "Rows from earlier evaluations" in md and "read back: lurm, lurm (random init), majority" in md
+    assert "carried (not evaluated by this command): atrank, atrank (random init) at commit" in md
     assert "(carried from commit" in md, "the carried atrank run keeps its row in the training table"
 
 

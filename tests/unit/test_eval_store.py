@@ -89,8 +89,8 @@ def test_the_report_of_carried_runs_uses_their_stored_records(tmp_path):
     records = harness.run_records({}, carried)
     table = harness.checkpoint_table(records)
     assert "| sasrec | 0 | 0 | 3 | 3 | val_ndcg10 0.1000 | no | – | 30 | 8 × 1 | `sasrec-eval-abc/checkpoint_3` (carried from commit `aaa`) |" in table
-    note = harness.carried_note(carried)
-    assert "sasrec at commit `aaa`" in note
+    note = harness.earlier_note([], carried)
+    assert "carried (not evaluated by this command): sasrec at commit `aaa`" in note and "read back" not in note
 
 
 def test_a_row_value_that_cannot_be_stored_is_refused(tmp_path):
