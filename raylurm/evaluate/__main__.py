@@ -159,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         checkpoints = {}
         for path in paths:
-            checkpoints[check_split(path, split)["method"]] = path
+            method = check_split(path, split)["method"]
+            # a run of the method's paper loss (evaluate --ablations names it so) keeps its own row label
+            checkpoints[ablation_label(method) if ablation_run_name(method, split) == path.parent.name else method] = path
     out = Path(args.out) if args.out else data_home() / "evaluations" / f"{split.meta['dataset']}-{split.id}"
     store = SubjectStore(out / "subjects", split.id, config, commit, resume=args.resume)
     rows, per_user = evaluate(split, checkpoints, config, baselines=not args.no_baselines, store=store)

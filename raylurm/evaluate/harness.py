@@ -20,6 +20,7 @@ import pandas as pd
 from raylurm.data.io import atomic_file
 from raylurm.data.prepare import data_home
 from raylurm.evaluate import report, represent, tasks
+from raylurm.evaluate.protocol import USER_COLUMNS
 from raylurm.evaluate.split import Split
 from raylurm.evaluate.store import Entry, SubjectStore, run_record
 from raylurm.methods import METHODS
@@ -168,7 +169,7 @@ def evaluate(split: Split, checkpoints: Checkpoints, config: tasks.EvalConfig = 
         per_user.append(users)
         log.info("%s %s in %.1f s", "read back" if stored is not None else "evaluated",
                  subject.name if not subject.run else f"{subject.name} (run {subject.run})", time.perf_counter() - started)
-    return rows, pd.concat(per_user, ignore_index=True)
+    return rows, (pd.concat(per_user, ignore_index=True) if per_user else pd.DataFrame(columns=list(USER_COLUMNS)))
 
 
 def read_meta(path: Path) -> dict:
@@ -229,7 +230,11 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
     stand in for checkpoints that may no longer exist. ``reused``: subjects whose rows (already in ``rows``) were
     read back from the store. The report names the commit each of them was evaluated at."""
     rows = list(rows) + [r for e in carried for r in e.rows]
-    per_user = pd.concat([per_user] + [e.per_user for e in carried], ignore_index=True)
+    if not rows:
+        raise ValueError("nothing to report: no checkpoint, no baseline and no stored subject to carry (--resume) on split "
+                         f"{split.id}")
+    frames = [f for f in [per_user] + [e.per_user for e in carried] if len(f)]
+    per_user = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(USER_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
     summary = report.summarise(rows)
     report.write_csv(out / "results.csv", summary)
@@ -237,8 +242,8 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
     with atomic_file(out / "results_by_user.parquet") as tmp:
         per_user.to_parquet(tmp, index=False)
     images = report.bar_plots(summary, out)
-    runs = runs_of(checkpoints)
     records = run_records(checkpoints, carried)
+    most_runs = max((r["k"] + 1 for r in records), default=0)
     curve = report.training_curves({r["model"]: r["curves"] for r in records if r["k"] == 0}, out / "pretraining_curves.png")
     images += [curve] if curve else []
     md_path = results_md or out / "RESULTS.md"
@@ -249,7 +254,7 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
         users=next_users.user_id.nunique(), catalogue=catalogue, pretrain=split.meta["events"]["pretrain"],
         prefixes=config.head_prefixes, folds=config.head_folds, negatives=config.negatives, sampling=config.negative_sampling,
         selection=config.fractions[1], train=config.fractions[0], test=config.fractions[2], seeds=list(config.seeds),
-        runs=f" and {max(len(p) for p in runs.values())} pretraining runs" if runs and max(len(p) for p in runs.values()) > 1 else "",
+        runs=f" and {most_runs} pretraining runs" if most_runs > 1 else "",
         cutoff=f"{dt.datetime.fromtimestamp(split.cutoff, dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         quantile=split.meta["config"]["cutoff_quantile"])
     header = (f"# Results — {split.meta['dataset']}\n\n"

@@ -15,9 +15,13 @@ With ``python -m raylurm.evaluate ... --resume``:
   holds every method with paired verdicts over the same users. The report names each carried
   row's commit and date (:func:`raylurm.evaluate.harness.write_outputs`).
 
-A new entry for a subject replaces the entries of the same label and run on the same split and
-config (a retrained method's old rows are not carried beside its new ones). Entries are written
-to a temporary directory and renamed, so a killed evaluation leaves only whole entries.
+One label has one current evaluation per output directory: a subject stored by this command
+replaces the entries of the same label (every pretraining run of it) that earlier commands stored
+on the same split and config, whichever way they chose the checkpoint (``--all``, ``--checkpoint``,
+``--registry``), so a retrained method's old rows — or old extra ``--pretrain-seeds`` runs — are
+never carried beside its new ones; entries this command read back are kept. Entries are written to
+a hidden temporary directory and renamed, old ones renamed away before they are deleted, and
+hidden directories are never read, so a killed evaluation leaves only whole entries.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import hashlib
 import json
 import logging
 import re
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +116,16 @@ class SubjectStore:
     def __init__(self, root: str | Path, split_id: str, config: EvalConfig, commit: str, resume: bool = False):
         self.root, self.split_id, self.config, self.commit, self.resume = Path(root), split_id, config, commit, resume
         self._config = to_dict(config)
-        self._touched: set[tuple[str, int]] = set()
+        self._labels: set[str] = set()  # labels evaluated (or read back) by this command: never carried
+        self._session = uuid.uuid4().hex  # entries this command writes
         self.reused: list[Entry] = []  # entries read back by get(), for the report's note
 
     def _matches(self, key: dict) -> bool:
         return key.get("format") == FORMAT and key.get("split") == self.split_id and key.get("config") == self._config
 
     def _entries(self) -> list[Path]:
-        return sorted(p.parent for p in self.root.glob("*/entry.json")) if self.root.is_dir() else []
+        # "[!.]*": never a hidden temporary directory of atomic_dir (a killed write) or an entry renamed away to be deleted
+        return sorted(p.parent for p in self.root.glob("[!.]*/entry.json")) if self.root.is_dir() else []
 
     def _read(self, path: Path) -> Entry:
         head = json.loads((path / "entry.json").read_text())
@@ -128,7 +136,7 @@ class SubjectStore:
     def get(self, subject: Subject) -> Entry | None:
         """The stored entry of ``subject`` (only with ``resume``), else None; either way the subject counts as evaluated
         here, so it is never also carried."""
-        self._touched.add((subject.name, subject.run))
+        self._labels.add(subject.name)
         if not self.resume:
             return None
         path = self.root / self._dirname(subject_key(self.split_id, self.config, subject))
@@ -146,30 +154,34 @@ class SubjectStore:
         if subject.checkpoint is not None and subject.group == "pretrained":
             record, curves = run_record(subject.checkpoint)
         head = {"key": key, "commit": self.commit, "written": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-                "record": record}
+                "record": record, "session": self._session}
         path = self.root / self._dirname(key)
-        for old in self._entries():
-            other = json.loads((old / "entry.json").read_text())["key"]
-            if old != path and self._matches(other) and (other["name"], other["run"]) == (subject.name, subject.run):
-                log.info("dropping the stored %s (run %d) of an older checkpoint: %s", subject.name, subject.run, old.name)
-                shutil.rmtree(old, ignore_errors=True)
         with atomic_dir(path) as tmp:
             (tmp / "entry.json").write_text(json.dumps(head, indent=1, default=_plain))
             (tmp / "rows.json").write_text(json.dumps(rows, default=_plain))
             per_user[list(USER_COLUMNS)].to_parquet(tmp / "per_user.parquet", index=False)
             if curves is not None and not curves.empty:
                 curves.to_csv(tmp / "curves.csv", index=False)
-        self._touched.add((subject.name, subject.run))
+        self._labels.add(subject.name)
+        kept = {e.path for e in self.reused}
+        for old in self._entries():  # the label's entries of earlier commands, after the new one is in place
+            other = json.loads((old / "entry.json").read_text())
+            if (old != path and old not in kept and other.get("session") != self._session and self._matches(other["key"])
+                    and other["key"]["name"] == subject.name):
+                log.info("dropping the stored %s (run %d) of an earlier evaluation: %s", subject.name, other["key"]["run"], old.name)
+                gone = old.with_name(f".{old.name}.drop-{self._session[:8]}")
+                os.replace(old, gone)
+                shutil.rmtree(gone, ignore_errors=True)
         return path
 
     def carried(self) -> list[Entry]:
-        """With ``resume``: every entry on this split and config whose label and run were not evaluated here."""
+        """With ``resume``: every entry on this split and config whose label was not evaluated (or read back) here."""
         if not self.resume:
             return []
         out = []
         for path in self._entries():
             key = json.loads((path / "entry.json").read_text())["key"]
-            if self._matches(key) and (key["name"], key["run"]) not in self._touched:
+            if self._matches(key) and key["name"] not in self._labels:
                 out.append(self._read(path))
         for entry in out:
             log.info("carrying %s (run %d) from commit %s (%s)", entry.name, entry.run, entry.commit, entry.written)

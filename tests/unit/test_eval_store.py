@@ -100,3 +100,40 @@ def test_a_row_value_that_cannot_be_stored_is_refused(tmp_path):
     with pytest.raises(TypeError, match="not storable"):
         SubjectStore(tmp_path / "out", "abc", EvalConfig(), "aaa").put(subject, rows, per_user)
     assert not list((tmp_path / "out").glob("*/entry.json"))  # nothing half-written
+
+
+def test_a_label_evaluated_again_drops_every_earlier_run_of_it_but_keeps_what_was_read_back(tmp_path):
+    config = EvalConfig()
+    seeds = [Subject("sasrec", "pretrained", None, run=k, checkpoint=_checkpoint(tmp_path, f"sasrec-eval-abc-seed{k}"))
+             for k in range(3)]
+    first = SubjectStore(tmp_path / "out", "abc", config, "aaa")
+    for s in seeds:  # --pretrain-seeds 3
+        first.put(s, *_results("sasrec", 0.29))
+    assert len(list((tmp_path / "out").glob("*/entry.json"))) == 3, "one command's runs of a label all stay"
+
+    # a later command reads run 0 back and evaluates a new run 1: the old runs 1 and 2 go, run 0 stays
+    second = SubjectStore(tmp_path / "out", "abc", config, "bbb", resume=True)
+    assert second.get(seeds[0]) is not None
+    second.put(Subject("sasrec", "pretrained", None, run=1, checkpoint=_checkpoint(tmp_path, "sasrec-eval-abc-new1")),
+               *_results("sasrec", 0.30))
+    runs = sorted((e.run, e.rows[0]["value"]) for e in SubjectStore(tmp_path / "out", "abc", config, "c", resume=True).carried())
+    assert runs == [(0, 0.29), (1, 0.30)]
+
+    # retrained with one seed: every earlier run of the label is dropped, none is carried beside the new one
+    third = SubjectStore(tmp_path / "out", "abc", config, "ccc", resume=True)
+    third.put(Subject("sasrec", "pretrained", None, run=0, checkpoint=_checkpoint(tmp_path, "sasrec-eval-abc-new0")),
+              *_results("sasrec", 0.31))
+    runs = sorted((e.run, e.rows[0]["value"]) for e in SubjectStore(tmp_path / "out", "abc", config, "d", resume=True).carried())
+    assert runs == [(0, 0.31)]
+
+
+def test_hidden_directories_of_killed_writes_are_never_read(tmp_path):
+    config = EvalConfig()
+    store = SubjectStore(tmp_path / "out", "abc", config, "aaa")
+    store.put(Subject("popularity", "baseline", None, popularity=True), *_results("popularity", 0.035))
+    entry = next((tmp_path / "out").glob("*/entry.json")).parent
+    half = tmp_path / "out" / f".{entry.name}.tmp-1-deadbeef"  # a write killed after entry.json
+    half.mkdir()
+    (half / "entry.json").write_text((entry / "entry.json").read_text().replace("popularity", "majority"))
+    carried = SubjectStore(tmp_path / "out", "abc", config, "bbb", resume=True).carried()
+    assert [e.name for e in carried] == ["popularity"]
