@@ -31,8 +31,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -44,6 +44,7 @@ import pandas as pd
 from raylurm.config import to_dict
 from raylurm.data.io import atomic_dir
 from raylurm.evaluate.protocol import USER_COLUMNS, EvalConfig, Subject
+from raylurm.train.checkpoint import read_meta
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Entry:
 def checkpoint_identity(checkpoint: Path, seed: int | None = None) -> dict:
     """What identifies a checkpoint's result across machines: run and checkpoint names, epoch and step (+ the
     random-init seed of its twin)."""
-    meta = json.loads((Path(checkpoint) / "meta.json").read_text())
+    meta = read_meta(checkpoint)
     out = {"run": Path(checkpoint).parent.name, "checkpoint": Path(checkpoint).name, "epoch": meta.get("epoch"),
            "step": meta.get("step")}
     return out | ({"seed": seed} if seed is not None else {})
@@ -148,7 +149,8 @@ class SubjectStore:
         return entry
 
     def put(self, subject: Subject, rows: list[dict], per_user: pd.DataFrame) -> Path:
-        """Store ``subject``'s results; drop older entries of the same label and run on this split and config."""
+        """Store ``subject``'s results, then drop the label's entries that earlier commands stored on this split and
+        config (all its runs; not the entries this command read back)."""
         key = subject_key(self.split_id, self.config, subject)
         record, curves = None, None
         if subject.checkpoint is not None and subject.group == "pretrained":
@@ -197,8 +199,8 @@ def run_record(checkpoint: Path) -> tuple[dict, pd.DataFrame]:
     from raylurm.train.curves import read_curves  # lazy: TensorBoard's reader is a heavy import
 
     checkpoint = Path(checkpoint)
-    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta = read_meta(checkpoint)
     metas = sorted(checkpoint.parent.glob("checkpoint_*/meta.json"))
-    stopped = bool(metas) and bool(json.loads(metas[-1].read_text()).get("stopped_early"))
+    stopped = bool(metas) and bool(read_meta(metas[-1].parent).get("stopped_early"))
     return ({"meta": meta, "checkpoint": f"{checkpoint.parent.name}/{checkpoint.name}", "stopped_early": stopped},
             read_curves(checkpoint.parent))

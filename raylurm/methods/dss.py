@@ -254,7 +254,7 @@ class DSS(nn.Module):
             rows = torch.arange(len(span), device=items.device)[:, None].expand_as(cuts)  # (B, C)
             inputs_phi = phi[rows, (cuts - 1).clamp(max=phi.shape[1] - 1)]  # (B, C, K, D) φ(x_{1:t})
             # row m of the reversed window's prefixes is φ(x_{T:T-m}); only the cuts' futures are pooled
-            future_rows = (span[:, None] - cuts - 1).clamp(min=0, max=max(reversed_window.shape[1] - 1, 0))
+            future_rows = (span[:, None] - cuts - 1).clamp(min=0)  # ≤ span - 2 < the reversed window's width
             futures = self.every_prefix(reversed_window, future=True, rows=future_rows)  # (B, C, K, D) φ(x_{T:t+1})
             sample = valid[:, None].expand_as(cuts).reshape(-1)  # (B·C,)
             candidates = gather_with_grad(futures.flatten(0, 1))  # (N, K, D) every worker's futures
