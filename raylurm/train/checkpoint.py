@@ -49,7 +49,8 @@ def read_meta(directory: str | os.PathLike) -> dict:
 #: method options added after checkpoints were written, with the value that rebuilds those checkpoints'
 #: model exactly (a checkpoint's ``method_config`` lacks the key; a new default must not change it)
 LEGACY_OPTIONS = {"dss": {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                          "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0}}
+                          "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0},
+                  "atrank": {"objective": "cuts", "time_reference": "prediction"}}
 
 
 def build_model(meta: dict) -> torch.nn.Module:

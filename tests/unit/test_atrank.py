@@ -11,12 +11,13 @@ import torch
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.methods import atrank as atrank_module
-from raylurm.methods.atrank import ATRank, ATRankConfig, time_buckets
+from raylurm.methods.atrank import ATRank, ATRankConfig, previous_event_buckets, time_buckets
 from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from tests.helpers import train_steps
 
 NUM_ITEMS, NUM_BEHAVIORS, NUM_CATEGORIES = 30, 3, 6
 SMALL = dict(item_dim=8, category_dim=8, hidden_dim=16, num_spaces=4, ffn_dim=32)
+CUTS = {"objective": "cuts"}  # the paper's random cuts (the default trains every position)
 
 
 def make_info(num_behaviors: int = NUM_BEHAVIORS) -> DataInfo:
@@ -124,7 +125,7 @@ def test_padding_does_not_change_outputs(garbage: int) -> None:
 
 @pytest.mark.parametrize("negatives", ["shared", "sampled"])
 def test_training_target_sees_no_future_events(negatives: str) -> None:
-    model, batch = make_model(dropout=0.0, cuts_per_user=1, negatives=negatives), make_batch()
+    model, batch = make_model(dropout=0.0, cuts_per_user=1, negatives=negatives, **CUTS), make_batch()
     torch.manual_seed(5)
     cut, _ = atrank_module.next_item_cut(batch["lengths"])
     positions = torch.arange(batch["items"].shape[1])[None, :]
@@ -148,17 +149,20 @@ def test_next_item_cut_range() -> None:
 
 
 # --- the model ------------------------------------------------------------------------------------
-PUBLIC_CODE = {"negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}  # the ablation row
+PUBLIC_CODE = {"objective": "cuts", "negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}  # the ablation row
 
 
-@pytest.mark.parametrize("overrides", [{}, PUBLIC_CODE, {"loss": "sigmoid"}, {"negatives": "in_batch"},
-                                       {"negatives": "in_batch", "loss": "sigmoid"}, {"negatives": "sampled", "num_sampled": 7}])
+@pytest.mark.parametrize("overrides", [{}, {"loss": "sigmoid"}, PUBLIC_CODE, CUTS, {"loss": "sigmoid", **CUTS},
+                                       {"negatives": "in_batch", **CUTS}, {"negatives": "in_batch", "loss": "sigmoid", **CUTS},
+                                       {"negatives": "sampled", "num_sampled": 7, **CUTS}])
 def test_default_model_finite_loss_and_all_gradients(overrides) -> None:
     torch.manual_seed(0)
     model = ATRank(ATRankConfig(**overrides), make_info())
-    out = model(collate(synthetic_rows(16, 20, NUM_ITEMS, max_events=10, seed=1)))
+    batch = collate(synthetic_rows(16, 20, NUM_ITEMS, max_events=10, seed=1))
+    out = model(batch)
     assert set(out) == {"loss", "item_loss", "behavior_loss", "positions"} and all(v.ndim == 0 for v in out.values())
-    assert float(out["positions"]) == 16 * model.config.cuts_per_user, "every user has >= 2 events: one target per cut"
+    targets = (batch["lengths"] - 1).sum() if model.config.objective == "all_positions" else 16 * model.config.cuts_per_user
+    assert float(out["positions"]) == targets, "one target per position after the first event, or per cut"
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -187,7 +191,7 @@ def test_in_batch_negatives_use_gather_with_grad(monkeypatch) -> None:
         return torch.cat([x, x.detach() if x.is_floating_point() else torch.full_like(x, -1)])
 
     monkeypatch.setattr(atrank_module, "gather_with_grad", fake_gather)
-    model, batch = make_model(negatives="in_batch", cuts_per_user=1), make_batch()
+    model, batch = make_model(negatives="in_batch", cuts_per_user=1, **CUTS), make_batch()
     assert torch.isfinite(model(batch)["loss"])
     assert len(calls) == 2 and calls[0][0] == batch["items"].shape[0]
 
@@ -204,7 +208,7 @@ def test_users_without_a_target_are_ignored() -> None:
     out["loss"].backward()  # still part of the graph
 
 
-@pytest.mark.parametrize("overrides", [{}, {"loss": "softmax", "negatives": "in_batch"}])
+@pytest.mark.parametrize("overrides", [{}, CUTS, {"loss": "softmax", "negatives": "in_batch", **CUTS}])
 def test_overfits_one_tiny_batch(overrides) -> None:
     """8 users cut to 3 events: 16 (prefix -> next item, next behaviour) examples to memorise."""
     model, batch = make_model(dropout=0.0, **overrides), make_batch(num_users=8, seed=2)
@@ -258,7 +262,7 @@ def test_shared_logits_are_the_target_network_with_gradients() -> None:
 
 def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
     """A shared negative equal to a row's target does not count against that row (and counts for the others)."""
-    model, batch = make_model(dropout=0.0, cuts_per_user=1, num_shared=3), make_batch()
+    model, batch = make_model(dropout=0.0, cuts_per_user=1, num_shared=3, **CUTS), make_batch()
     cut = torch.ones(8, dtype=torch.long)
     monkeypatch.setattr(atrank_module, "next_item_cut", lambda lengths: (cut, torch.ones(8, dtype=torch.bool)))
     targets = batch["items"][:, 1]  # shifted ids of every row's target at cut 1
@@ -297,7 +301,8 @@ def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: 
 
 @pytest.mark.parametrize("bad", [{"hidden_dim": 100, "num_spaces": 8}, {"num_spaces": 0}, {"dropout": 1.0},
                                  {"loss": "bpr"}, {"negatives": "popular"}, {"num_sampled": 0}, {"lr": 0.0},
-                                 {"behavior_weight": -1.0}, {"batch_size": 0}, {"num_blocks": 0}])
+                                 {"behavior_weight": -1.0}, {"batch_size": 0}, {"num_blocks": 0},
+                                 {"time_reference": "prediction"}, {"negatives": "sampled"}, {"objective": "every"}])
 def test_config_validation(bad) -> None:
     with pytest.raises(ValueError):
         ATRankConfig(**bad)
@@ -306,7 +311,9 @@ def test_config_validation(bad) -> None:
 def test_defaults_and_info_validation() -> None:
     config = ATRankConfig()
     assert (config.num_spaces, config.item_dim, config.category_dim, config.hidden_dim, config.num_blocks,
-            config.dropout, config.lr, config.batch_size) == (8, 64, 64, 128, 1, 0.1, 1e-3, 128)
+            config.dropout, config.lr, config.batch_size) == (8, 64, 64, 128, 1, 0.1, 1e-3, 64)
+    assert (config.objective, config.time_from, config.causal) == ("all_positions", "previous", True)
+    assert ATRankConfig(objective="cuts").time_from == "prediction"
     assert ATRank(config, make_info()).representation_dim == 128
     with pytest.raises(ValueError):
         ATRank(config, dataclasses.replace(make_info(), item_category=(1, 2)))
@@ -315,10 +322,11 @@ def test_defaults_and_info_validation() -> None:
     assert ATRank.name == "atrank" and ATRank.Config is ATRankConfig
 
 
+@pytest.mark.parametrize("overrides", [CUTS, {}])
 @pytest.mark.parametrize("groups", [2, 3, 8])
-def test_cuts_encoded_in_length_groups_give_the_ungrouped_loss_and_gradients(monkeypatch, groups: int) -> None:
-    """Sorting a step's cuts by length and trimming each group's padding changes nothing but the cost."""
-    model, batch = make_model(cuts_per_user=3).double(), make_batch()
+def test_cuts_encoded_in_length_groups_give_the_ungrouped_loss_and_gradients(monkeypatch, groups: int, overrides) -> None:
+    """Sorting a step's cuts (or rows: every position) by length and trimming each group's padding changes nothing but the cost."""
+    model, batch = make_model(cuts_per_user=3, **overrides).double(), make_batch()
     model.eval()  # no dropout: both passes see the same function
 
     def run(n):
@@ -333,3 +341,108 @@ def test_cuts_encoded_in_length_groups_give_the_ungrouped_loss_and_gradients(mon
     torch.testing.assert_close(loss_n, loss_1)
     for a, b in zip(grads_n, grads_1):
         torch.testing.assert_close(a, b)
+
+
+# --- every position in one pass (the default objective) ------------------------------------------
+def test_previous_event_buckets_match_naive_loop() -> None:
+    g = torch.Generator().manual_seed(4)
+    timestamps = torch.sort(torch.randint(0, 5_000 * 86_400, (5, 9), generator=g), dim=1).values
+    got = previous_event_buckets(timestamps)
+    for row, times in zip(got.tolist(), timestamps.tolist()):
+        assert row[0] == atrank_module.NO_PREVIOUS
+        for j in range(1, len(times)):
+            gap = times[j] // 86_400 - times[j - 1] // 86_400
+            assert row[j] == sum(gap + 1 >= t for t in atrank_module.TIME_THRESHOLDS_DAYS)
+
+
+def _prefixes_alone(model: ATRank, batch: dict[str, torch.Tensor], ids: torch.Tensor):
+    """(row, t, logits of ids given events 0..t encoded on their own, u of the candidates)."""
+    width = int(batch["lengths"].max())
+    for r in range(len(batch["lengths"])):
+        for t in range(int(batch["lengths"][r])):
+            mask = torch.arange(width)[None, :] < t + 1
+            h = model.encode(batch["items"][r:r + 1, :width], batch["behaviors"][r:r + 1, :width],
+                             batch["timestamps"][r:r + 1, :width], mask)
+            yield r, t, model.target_network(h, mask, *(x[None] for x in model.candidates(ids)))
+
+
+def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone() -> None:
+    """φ after events 0..t from one causal pass = the prefix 0..t encoded alone, for every t: values and gradients."""
+    model, batch = make_model().double().eval(), make_batch()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    width = int(batch["lengths"].max())
+    mask = torch.arange(width)[None, :] < batch["lengths"][:, None]
+    h = model.encode(batch["items"][:, :width], batch["behaviors"][:, :width], batch["timestamps"][:, :width], mask)
+    ids = torch.arange(1, NUM_ITEMS + 1)
+    one_pass = model.prefix_shared_logits(h, mask, ids)  # (B, L, N)
+    weights = torch.randn(one_pass.shape, dtype=torch.float64)
+    reference = torch.zeros_like(one_pass)
+    for r, t, (logits, _) in _prefixes_alone(model, batch, ids):
+        reference[r, t] = logits[0]
+    valid = mask[..., None].expand_as(one_pass)
+    torch.testing.assert_close(one_pass[valid], reference[valid], atol=1e-10, rtol=1e-10)
+    params = list(model.parameters())
+    got = torch.autograd.grad((one_pass * weights * valid).sum(), params, retain_graph=True, allow_unused=True)
+    want = torch.autograd.grad((reference * weights * valid).sum(), params, allow_unused=True)
+    for a, b in zip(got, want):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_one_pass_loss_equals_the_per_position_reference(monkeypatch) -> None:
+    """The all-positions loss is the mean over every (row, t) of the sampled softmax of the next event
+    against the shared negatives (accidental hits masked), each prefix encoded on its own."""
+    model, batch = make_model(num_shared=5).double().eval(), make_batch()
+    shared = torch.tensor([1, 3, 3, 7, NUM_ITEMS])
+    monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: shared.clone())
+    got = model(batch)
+    losses, behavior = [], []
+    for r, t, (logits, users) in _prefixes_alone(model, batch, torch.cat([torch.zeros(1, dtype=torch.long), shared])):
+        if t + 1 >= int(batch["lengths"][r]):
+            continue  # the last event has no next one
+        target = batch["items"][r, t + 1]
+        positive, positive_users = model.target_network(
+            model.encode(batch["items"][r:r + 1, :t + 1], batch["behaviors"][r:r + 1, :t + 1],
+                         batch["timestamps"][r:r + 1, :t + 1], torch.ones(1, t + 1, dtype=torch.bool)),
+            torch.ones(1, t + 1, dtype=torch.bool), *(x[None, None] for x in model.candidates(target)))
+        row = torch.cat([positive[0], logits[0, 1:]])
+        keep = torch.cat([torch.ones(1, dtype=torch.bool), shared != target])
+        losses.append(-torch.log_softmax(row[keep], dim=0)[0])
+        behavior.append(torch.nn.functional.cross_entropy(model.behavior_head(positive_users[0]),
+                                                          (batch["behaviors"][r, t + 1] - 1)[None]))
+    assert float(got["positions"]) == len(losses)
+    torch.testing.assert_close(got["item_loss"], torch.stack(losses).mean())
+    torch.testing.assert_close(got["behavior_loss"], torch.stack(behavior).mean())
+
+
+def test_one_pass_position_never_sees_its_target_or_later_events() -> None:
+    model, batch = make_model(dropout=0.0).eval(), make_batch()
+    width = int(batch["lengths"].max())
+    mask = torch.arange(width)[None, :] < batch["lengths"][:, None]
+    ids = torch.arange(1, NUM_ITEMS + 1)
+
+    def logits(b):
+        h = model.encode(b["items"][:, :width], b["behaviors"][:, :width], b["timestamps"][:, :width], mask)
+        return model.prefix_shared_logits(h, mask, ids)
+
+    before = logits(batch)
+    t = 3
+    changed = dict(batch, items=batch["items"].clone(), timestamps=batch["timestamps"].clone())
+    changed["items"][:, t + 1:] = 1 + (changed["items"][:, t + 1:] % NUM_ITEMS)  # the target of t and everything after
+    changed["timestamps"][:, t + 1:] += 30 * 86_400
+    after = logits(changed)
+    torch.testing.assert_close(after[:, :t + 1], before[:, :t + 1])
+    assert not torch.allclose(after[:, t + 1:][mask[:, t + 1:]], before[:, t + 1:][mask[:, t + 1:]])
+
+
+def test_checkpoints_written_before_the_one_pass_objective_rebuild_the_cut_model() -> None:
+    """A checkpoint's config without ``objective`` was trained with cuts and prediction-time buckets: it loads as such."""
+    from raylurm.train.checkpoint import build_model
+
+    old = {"method": "atrank", "method_config": dict(SMALL), "info": dataclasses.asdict(make_info())}
+    model = build_model(old)
+    assert (model.config.objective, model.config.time_from, model.time_embedding.num_embeddings) == \
+        ("cuts", "prediction", len(atrank_module.TIME_THRESHOLDS_DAYS) + 1)
+    new = build_model({**old, "method_config": {**SMALL, "objective": "all_positions", "time_reference": "auto"}})
+    assert (new.config.objective, new.time_embedding.num_embeddings) == ("all_positions", len(atrank_module.TIME_THRESHOLDS_DAYS) + 2)
