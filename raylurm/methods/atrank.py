@@ -266,6 +266,8 @@ class ATRank(nn.Module):
     # the public code's training (one cut per user, bidirectional attention, time from the prediction time, one uniform
     # negative, sigmoid cross-entropy): an ablation row
     paper_loss = {"objective": "cuts", "negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}
+    # what checkpoints written before ``objective`` existed were trained with (raylurm.train.checkpoint.build_model)
+    legacy_options = {"objective": "cuts", "time_reference": "prediction"}
 
     @staticmethod
     def training_window(config, info: DataInfo) -> int:

@@ -173,6 +173,10 @@ class DSS(nn.Module):
     paper_loss = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
                   "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0}
 
+    # what checkpoints written before these options existed were trained with (raylurm.train.checkpoint.build_model)
+    legacy_options = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
+                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0}
+
     @property
     def _seq2item_scale(self) -> float:
         return 1.0 if self.config.seq2item_temperature == "unit" else 1.0 / math.sqrt(self.config.hidden_dim)

@@ -46,16 +46,11 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-#: method options added after checkpoints were written, with the value that rebuilds those checkpoints'
-#: model exactly (a checkpoint's ``method_config`` lacks the key; a new default must not change it)
-LEGACY_OPTIONS = {"dss": {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                          "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0},
-                  "atrank": {"objective": "cuts", "time_reference": "prediction"}}
-
-
 def build_model(meta: dict) -> torch.nn.Module:
     cls = METHODS[meta["method"]]
-    options = {**LEGACY_OPTIONS.get(meta["method"], {}), **meta["method_config"]}
+    # options added after checkpoints were written, with the values that rebuild those checkpoints' model exactly
+    # (a checkpoint's ``method_config`` lacks the key; a new default must not change an old model)
+    options = {**getattr(cls, "legacy_options", {}), **meta["method_config"]}
     return cls(from_dict(cls.Config, options), from_dict(DataInfo, meta["info"]))
 
 
