@@ -351,11 +351,12 @@ def _anchors(summary: pd.DataFrame, models: list[str]) -> str:
             "other exactly and with the anchors only roughly.\n")
 
 
-def _versus_popularity(per_user: pd.DataFrame, models: list[str], n_boot: int) -> str:
+def _next_item_deltas(per_user: pd.DataFrame, models: list[str], other: str, n_boot: int) -> str:
+    """Δ = model − ``other`` with its paired interval and verdict on each headline next-item metric."""
     keys = [k for k in headline_metrics(per_user) if k[0] == "next_item"]
     rows = ["| model | " + " | ".join(_name(*k).removeprefix("next item ") for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for model in models:
-        results = [stats.paired(per_user, *k, model, "popularity", n_boot=n_boot) for k in keys]
+        results = [stats.paired(per_user, *k, model, other, n_boot=n_boot) for k in keys]
         if any(math.isfinite(r.delta) for r in results):
             cells = [f"{_interval(r)} {r.verdict}" if math.isfinite(r.delta) else "–" for r in results]
             rows.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -393,8 +394,11 @@ def findings(summary: pd.DataFrame, per_user: pd.DataFrame | None, dataset: str 
         if methods:
             parts.append("### Methods vs the SASRec baseline (headline metrics)\n\n"
                          f"{rule}\n\n{_counts_table(per_user, [(m, 'sasrec') for m in methods], chance, n_boot)}")
+            if (per_user.task == "next_item").any():
+                parts.append("### Next item vs the SASRec baseline (Δ = model − sasrec)\n\n"
+                             f"{_next_item_deltas(per_user, methods, 'sasrec', n_boot)}")
     if "popularity" in models and (per_user.task == "next_item").any():
         others = [m for m in models if m not in ("popularity", stats.MAJORITY)]
         parts.append("### Next item vs popularity (Δ = model − popularity)\n\n"
-                     f"{rule}\n\n{_versus_popularity(per_user, others, n_boot)}")
+                     f"{rule}\n\n{_next_item_deltas(per_user, others, 'popularity', n_boot)}")
     return "\n".join(parts)

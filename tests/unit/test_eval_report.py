@@ -250,6 +250,11 @@ def test_pretraining_sasrec_and_popularity_tables(findings, per_user):
     assert counts[">"] >= 11 and counts["<"] == 0
     sasrec = [line for line in section(findings, "Methods vs the SASRec baseline (headline metrics)") if line.startswith("|")]
     assert [r.split("|")[1].strip() for r in sasrec[2:]] == ["lurm", "dss"]
+    deltas = [line for line in section(findings, "Next item vs the SASRec baseline (Δ = model − sasrec)") if line.startswith("|")]
+    assert deltas[0] == "| model | full NDCG@10 | full HR@10 | sampled NDCG@10 |"
+    dss = next(row for row in deltas if row.startswith("| dss |"))
+    r = stats.paired(per_user, "next_item", "full", "HR@10", "dss", "sasrec", n_boot=N_BOOT)
+    assert dss.split("|")[3].strip() == f"{r.delta:+.4f} [{r.low:+.4f}, {r.high:+.4f}] {r.verdict}"
     popularity = [line for line in section(findings, "Next item vs popularity (Δ = model − popularity)")
                   if line.startswith("|")]
     assert popularity[0] == "| model | full NDCG@10 | full HR@10 | sampled NDCG@10 |"
