@@ -47,7 +47,6 @@ NEGATIVES = get_args(Negatives)
 Objective = Literal["all_positions", "cuts"]
 TimeReference = Literal["auto", "prediction", "previous"]
 NO_PREVIOUS = len(TIME_THRESHOLDS_DAYS) + 1  # time bucket of a window's first event with time_reference="previous"
-EXPONENT_FLOOR = -80.0  # prefix attention: exp(s - max) below e^-80 is clamped (float32's normal range ends at e^-87)
 
 
 @typed_config
@@ -81,6 +80,11 @@ class ATRankConfig:
     # "auto" = "previous" with all_positions (a prefix-independent encoding, which one pass needs), "prediction" with cuts
     time_reference: Annotated[TimeReference, Field(description=(
         '"prediction": days from each event to the prediction time (the paper); "previous": days since the previous event'))] = "auto"
+    # a choice, off by default until measured: with time counted from the previous event, nothing tells the target
+    # network which events are recent; a learned per-space linear bias on the distance in events is recency that one pass
+    # allows (ALiBi, Press et al., ICLR 2022: its exp factor of the prediction point cancels in every prefix's softmax)
+    recency_bias: Annotated[bool, Field(description=(
+        "target network: add -γ_k · (events between l and the prediction point) to space k's attention logits, γ_k >= 0 learned"))] = False
     # a choice: the paper cuts once per user per step; several cuts give more targets per step
     cuts_per_user: Annotated[int, Field(ge=1, description="random cuts (next-item targets) per user per step")] = 4
     # a choice: equal tasks
@@ -147,10 +151,23 @@ class MultiSpaceAttention(nn.Module):
     attention with one head per space. Keys where ``mask`` is False (padding) get zero weight.
     """
 
-    def __init__(self, dim: int, num_spaces: int) -> None:
+    def __init__(self, dim: int, num_spaces: int, recency: bool = False) -> None:
         super().__init__()
         self.num_spaces = num_spaces
         self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        # γ_k = softplus(ρ_k) >= 0 per space, initialised at ~0.13 per event (a choice: a half-life of ~5 events)
+        self.recency = nn.Parameter(torch.full((num_spaces,), -2.0)) if recency else None
+
+    def slopes(self) -> Tensor | None:
+        """γ_k >= 0 of the recency bias (K,), or None without one."""
+        return None if self.recency is None else F.softplus(self.recency)
+
+    def logit_bias(self, allowed: Tensor, query_end: Tensor) -> Tensor:
+        """SDPA mask: ``-γ_k · (t_q - l)`` where ``allowed`` (B, 1, Q, L) and -inf elsewhere -> (B, K, Q, L) float;
+        ``query_end`` (B, Q): the position t_q of each query's prediction point (the last event it may see)."""
+        distance = (query_end[:, None, :, None] - torch.arange(allowed.shape[-1], device=allowed.device)).to(torch.float32)
+        bias = -self.slopes()[None, :, None, None] * distance.clamp_min(0)  # (B, K, Q, L)
+        return bias.masked_fill(~allowed, float("-inf"))
 
     def forward(self, queries: Tensor, keys: Tensor, mask: Tensor, causal: bool = False) -> Tensor:
         """queries (B, Q, H), keys (B, L, H), mask (B, L) bool -> (B, Q, H).
@@ -165,6 +182,10 @@ class MultiSpaceAttention(nn.Module):
         allowed = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]  # (B, 1, 1, L)
         if causal:  # a prefix mask keeps every query's own position, so no causal row is empty
             allowed = allowed & torch.ones(q, length, dtype=torch.bool, device=mask.device).tril()
+        if self.recency is not None:  # prediction point: the query's own position (causal), else the last event
+            end = (torch.arange(q, device=mask.device).expand(b, q) if causal
+                   else (mask.sum(dim=1, keepdim=True) - 1).clamp_min(0).expand(b, q))
+            allowed = self.logit_bias(allowed.expand(b, 1, q, length), end)  # (B, K, Q, L) float
         spaces = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed)  # (B, K, Q, d)
         return self.out(spaces.transpose(1, 2).reshape(b, q, h))  # (B, Q, H) concatenated spaces
 
@@ -289,7 +310,7 @@ class ATRank(nn.Module):
                                                for _ in range(info.num_behaviors))
         self.candidate_projection = nn.Linear(encoding, config.hidden_dim)
         self.blocks = nn.ModuleList(SelfAttentionBlock(config) for _ in range(config.num_blocks))
-        self.target_attention = MultiSpaceAttention(config.hidden_dim, config.num_spaces)
+        self.target_attention = MultiSpaceAttention(config.hidden_dim, config.num_spaces, recency=config.recency_bias)
         self.item_bias = nn.Embedding(info.num_items + 1, 1)
         self.behavior_head = nn.Linear(config.hidden_dim, info.num_behaviors) if info.num_behaviors > 1 else None
         self.dropout = nn.Dropout(config.dropout)
@@ -378,6 +399,8 @@ class ATRank(nn.Module):
         keys = attention.key(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d), once for every chunk
         values = attention.value(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
         pad = mask[:, None, None, :]  # (B, 1, 1, L)
+        if attention.recency is not None:  # the prediction point is each row's last event
+            pad = attention.logit_bias(pad, (mask.sum(dim=1, keepdim=True) - 1).clamp_min(0))  # (B, K, 1, L)
         out = []
         for start in range(0, queries.shape[1], SCORE_CHUNK):
             q = queries[None, :, start:start + SCORE_CHUNK].expand(b, -1, -1, -1)  # (B, K, c, d)
@@ -448,7 +471,7 @@ class ATRank(nn.Module):
             h = self.encode(items[group, inputs], behaviors[group, inputs], timestamps[group, inputs], mask)  # (b, W - 1, H)
             vector, bias = self.candidates(target)  # (b, W - 1, H), (b, W - 1)
             positive, users = self.target_network(h, mask, vector, bias, causal=True)  # (b, W - 1), (b, W - 1, H)
-            negative = self.prefix_shared_logits(h, mask, shared)  # (b, W - 1, N)
+            negative = self.prefix_shared_logits(h, shared)  # (b, W - 1, N)
             logits = torch.cat([positive[..., None], negative], dim=-1)[trained]  # (n, 1 + N)
             keep = shared[None, :] != target[trained][:, None]  # (n, N) accidental hits out
             item_losses.append(LOSSES[self.config.loss](logits, keep, reduction="none"))
@@ -460,15 +483,16 @@ class ATRank(nn.Module):
         return {"loss": item_loss + self.config.behavior_weight * behavior_loss, "item_loss": item_loss.detach(),
                 "behavior_loss": behavior_loss.detach(), "positions": torch.tensor(float(sum(len(x) for x in item_losses)))}
 
-    def prefix_shared_logits(self, h: Tensor, mask: Tensor, ids: Tensor) -> Tensor:
+    def prefix_shared_logits(self, h: Tensor, ids: Tensor) -> Tensor:
         """Target-network logits of shared candidates after every prefix: h (B, L, H) causal states -> (B, L, N).
 
         Entry (b, t, n) is :meth:`target_network`'s logit of candidate n over events 0..t of row b.
         Per space k the attention read ``⟨W_o^k s_k, c⟩`` is a softmax average over l ≤ t of the
-        scalars ``r_l = ⟨v_l^k, W_o^kᵀ c⟩`` with weights ``exp(q_c^k · key_l^k / √d)``, so every
-        prefix is a ratio of two cumulative sums along l: no (B, K, N, L, d) tensor is formed.
-        The exponent is shifted by its row maximum (over the valid positions, a constant that
-        cancels in the ratio) and floored at ``EXPONENT_FLOOR``."""
+        scalars ``r_l = ⟨v_l^k, W_o^kᵀ c⟩`` with weights ``exp(a_l)``, ``a_l = q_c^k · key_l^k / √d``
+        (+ ``γ_k · l`` with the recency bias: its ``-γ_k · t`` is the same for every l ≤ t and
+        cancels), so every prefix is a ratio of two cumulative sums along l, computed in log space
+        (``logcumsumexp``, exact at any spread of the logits) with r shifted to be positive by a
+        per-row constant that is subtracted again: no (B, K, N, L, d) tensor is formed."""
         attention, (b, length, _) = self.target_attention, h.shape
         queries, folded, constant = self._candidate_side(ids)  # (K, N, d), (K, N, d), (N,)
         k, d = queries.shape[0], queries.shape[-1]
@@ -476,10 +500,12 @@ class ATRank(nn.Module):
         values = attention.value(h).view(b, length, k, d)  # (B, L, K, d)
         scores = torch.einsum("blkd,knd->bknl", keys, queries) / math.sqrt(d)  # (B, K, N, L)
         reads = torch.einsum("blkd,knd->bknl", values, folded)  # (B, K, N, L)
-        shift = scores.detach().masked_fill(~mask[:, None, None, :], float("-inf")).amax(dim=-1, keepdim=True)
-        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # (B, K, N, 1); an empty row: 0
-        weights = torch.exp((scores - shift).clamp_min(EXPONENT_FLOOR))  # (B, K, N, L)
-        averaged = (weights * reads).cumsum(dim=-1) / weights.cumsum(dim=-1)  # (B, K, N, L)
+        slopes = attention.slopes()
+        if slopes is not None:
+            scores = scores + slopes[None, :, None, None] * torch.arange(length, device=h.device, dtype=scores.dtype)
+        offset = 1 - reads.detach().amin(dim=-1, keepdim=True).clamp_max(0)  # (B, K, N, 1): reads + offset >= 1
+        numerator = torch.logcumsumexp(scores + torch.log(reads + offset), dim=-1)  # (B, K, N, L)
+        averaged = torch.exp(numerator - torch.logcumsumexp(scores, dim=-1)) - offset  # (B, K, N, L)
         return constant + averaged.sum(dim=1).transpose(1, 2)  # (B, L, N)
 
     def _cut_losses(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, cut: Tensor, valid: Tensor, target: Tensor,

@@ -114,9 +114,10 @@ def _pad(batch: dict[str, torch.Tensor], extra: int, garbage: int) -> dict[str, 
     return out
 
 
+@pytest.mark.parametrize("recency", [False, True])
 @pytest.mark.parametrize("garbage", [0, 7])
-def test_padding_does_not_change_outputs(garbage: int) -> None:
-    model, batch = make_model().eval(), make_batch()
+def test_padding_does_not_change_outputs(garbage: int, recency: bool) -> None:
+    model, batch = make_model(recency_bias=recency).eval(), make_batch()
     padded = _pad(batch, extra=5, garbage=garbage)
     torch.testing.assert_close(model.embed(padded), model.embed(batch), atol=1e-5, rtol=1e-5)
     ids = torch.arange(NUM_ITEMS)
@@ -283,10 +284,11 @@ def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
     assert not seen["keep"][[0, 1, 2], [0, 1, 2]].any()
 
 
+@pytest.mark.parametrize("recency", [False, True])
 @pytest.mark.parametrize("group,chunk", [(1, 1), (3, 7), (32, 512)])
-def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: int, chunk: int) -> None:
+def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: int, chunk: int, recency: bool) -> None:
     """The folded one-pass scorer (shared candidates) is the target network itself, in any chunking."""
-    model, batch = make_model().double(), make_batch()
+    model, batch = make_model(recency_bias=recency).double(), make_batch()
     for p in model.parameters():  # non-zero biases everywhere, so the folded output bias is exercised
         torch.nn.init.normal_(p, std=0.3)
     monkeypatch.setattr(atrank_module, "SCORE_GROUP", group)
@@ -366,16 +368,17 @@ def _prefixes_alone(model: ATRank, batch: dict[str, torch.Tensor], ids: torch.Te
             yield r, t, model.target_network(h, mask, *(x[None] for x in model.candidates(ids)))
 
 
-def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone() -> None:
+@pytest.mark.parametrize("recency", [False, True])
+def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone(recency: bool) -> None:
     """φ after events 0..t from one causal pass = the prefix 0..t encoded alone, for every t: values and gradients."""
-    model, batch = make_model().double().eval(), make_batch()
+    model, batch = make_model(recency_bias=recency).double().eval(), make_batch()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     width = int(batch["lengths"].max())
     mask = torch.arange(width)[None, :] < batch["lengths"][:, None]
     h = model.encode(batch["items"][:, :width], batch["behaviors"][:, :width], batch["timestamps"][:, :width], mask)
     ids = torch.arange(1, NUM_ITEMS + 1)
-    one_pass = model.prefix_shared_logits(h, mask, ids)  # (B, L, N)
+    one_pass = model.prefix_shared_logits(h, ids)  # (B, L, N)
     weights = torch.randn(one_pass.shape, dtype=torch.float64)
     reference = torch.zeros_like(one_pass)
     for r, t, (logits, _) in _prefixes_alone(model, batch, ids):
@@ -390,10 +393,11 @@ def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone() -> None:
             torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
 
 
-def test_one_pass_loss_equals_the_per_position_reference(monkeypatch) -> None:
+@pytest.mark.parametrize("recency", [False, True])
+def test_one_pass_loss_equals_the_per_position_reference(monkeypatch, recency: bool) -> None:
     """The all-positions loss is the mean over every (row, t) of the sampled softmax of the next event
     against the shared negatives (accidental hits masked), each prefix encoded on its own."""
-    model, batch = make_model(num_shared=5).double().eval(), make_batch()
+    model, batch = make_model(num_shared=5, recency_bias=recency).double().eval(), make_batch()
     shared = torch.tensor([1, 3, 3, 7, NUM_ITEMS])
     monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: shared.clone())
     got = model(batch)
@@ -424,7 +428,7 @@ def test_one_pass_position_never_sees_its_target_or_later_events() -> None:
 
     def logits(b):
         h = model.encode(b["items"][:, :width], b["behaviors"][:, :width], b["timestamps"][:, :width], mask)
-        return model.prefix_shared_logits(h, mask, ids)
+        return model.prefix_shared_logits(h, ids)
 
     before = logits(batch)
     t = 3
@@ -446,3 +450,17 @@ def test_checkpoints_written_before_the_one_pass_objective_rebuild_the_cut_model
         ("cuts", "prediction", len(atrank_module.TIME_THRESHOLDS_DAYS) + 1)
     new = build_model({**old, "method_config": {**SMALL, "objective": "all_positions", "time_reference": "auto"}})
     assert (new.config.objective, new.time_embedding.num_embeddings) == ("all_positions", len(atrank_module.TIME_THRESHOLDS_DAYS) + 2)
+
+
+def test_recency_bias_weighs_recent_events_more_and_is_trained() -> None:
+    """γ gets a gradient; with a large γ every space's attention holds (almost) only the prediction point's event."""
+    model, batch = make_model(recency_bias=True, dropout=0.0).double().eval(), make_batch()
+    model(batch)["loss"].backward()
+    assert model.target_attention.recency.grad is not None and model.target_attention.recency.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.target_attention.recency.fill_(60.0)  # γ ≈ 60 per event: weight e^-60 one event back
+    _, mask = model.encode_history(batch)
+    last = batch["lengths"] - 1
+    weights = torch.softmax(model.target_attention.logit_bias(mask[:, None, None, :], last[:, None]), dim=-1)  # (B, K, 1, L)
+    torch.testing.assert_close(weights[torch.arange(len(last)), :, 0, last], torch.ones(len(last), 4, dtype=weights.dtype))
+    assert make_model().target_attention.slopes() is None
