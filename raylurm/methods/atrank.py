@@ -47,6 +47,7 @@ NEGATIVES = get_args(Negatives)
 Objective = Literal["all_positions", "cuts"]
 TimeReference = Literal["auto", "prediction", "previous"]
 NO_PREVIOUS = len(TIME_THRESHOLDS_DAYS) + 1  # time bucket of a window's first event with time_reference="previous"
+EXPONENT_FLOOR = -80.0  # prefix attention: exp(s - max) below e^-80 is clamped (float32's normal range ends at e^-87)
 
 
 @typed_config
@@ -490,9 +491,11 @@ class ATRank(nn.Module):
         Per space k the attention read ``⟨W_o^k s_k, c⟩`` is a softmax average over l ≤ t of the
         scalars ``r_l = ⟨v_l^k, W_o^kᵀ c⟩`` with weights ``exp(a_l)``, ``a_l = q_c^k · key_l^k / √d``
         (+ ``γ_k · l`` with the recency bias: its ``-γ_k · t`` is the same for every l ≤ t and
-        cancels), so every prefix is a ratio of two cumulative sums along l, computed in log space
-        (``logcumsumexp``, exact at any spread of the logits) with r shifted to be positive by a
-        per-row constant that is subtracted again: no (B, K, N, L, d) tensor is formed."""
+        cancels), so every prefix is a ratio of two cumulative sums along l: no (B, K, N, L, d)
+        tensor is formed. Without the recency bias the exponent is shifted by its row maximum (a
+        constant that cancels) and floored at ``EXPONENT_FLOOR`` (plain ``cumsum``); with it the
+        logits spread by γ_k · L, so the sums are taken in log space (``logcumsumexp``, ~2× the cost,
+        exact at any spread) with r shifted to be positive by a per-row constant subtracted again."""
         attention, (b, length, _) = self.target_attention, h.shape
         queries, folded, constant = self._candidate_side(ids)  # (K, N, d), (K, N, d), (N,)
         k, d = queries.shape[0], queries.shape[-1]
@@ -501,11 +504,14 @@ class ATRank(nn.Module):
         scores = torch.einsum("blkd,knd->bknl", keys, queries) / math.sqrt(d)  # (B, K, N, L)
         reads = torch.einsum("blkd,knd->bknl", values, folded)  # (B, K, N, L)
         slopes = attention.slopes()
-        if slopes is not None:
+        if slopes is None:  # the logits' own spread: shift by the row maximum (cancels), floored at e^-80
+            weights = torch.exp((scores - scores.detach().amax(dim=-1, keepdim=True)).clamp_min(EXPONENT_FLOOR))
+            averaged = (weights * reads).cumsum(dim=-1) / weights.cumsum(dim=-1)  # (B, K, N, L)
+        else:  # γ_k · l spreads the logits by γ_k · L: one shift cannot serve every prefix, so log space
             scores = scores + slopes[None, :, None, None] * torch.arange(length, device=h.device, dtype=scores.dtype)
-        offset = 1 - reads.detach().amin(dim=-1, keepdim=True).clamp_max(0)  # (B, K, N, 1): reads + offset >= 1
-        numerator = torch.logcumsumexp(scores + torch.log(reads + offset), dim=-1)  # (B, K, N, L)
-        averaged = torch.exp(numerator - torch.logcumsumexp(scores, dim=-1)) - offset  # (B, K, N, L)
+            offset = 1 - reads.detach().amin(dim=-1, keepdim=True).clamp_max(0)  # (B, K, N, 1): reads + offset >= 1
+            numerator = torch.logcumsumexp(scores + torch.log(reads + offset), dim=-1)  # (B, K, N, L)
+            averaged = torch.exp(numerator - torch.logcumsumexp(scores, dim=-1)) - offset  # (B, K, N, L)
         return constant + averaged.sum(dim=1).transpose(1, 2)  # (B, L, N)
 
     def _cut_losses(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, cut: Tensor, valid: Tensor, target: Tensor,
