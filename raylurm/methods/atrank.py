@@ -124,11 +124,12 @@ def time_buckets(timestamps: Tensor, prediction_time: Tensor) -> Tensor:
     """§1 discretised time: ``#{θ ∈ 2, 4, ..., 4096 : gap_days + 1 >= θ}`` ∈ [0, 12] *(code)*.
 
     ``gap_days`` = calendar-day index of the prediction time minus that of the event (UTC days,
-    clamped at 0). timestamps (B, L) seconds, prediction_time (B,) seconds -> (B, L) int64.
+    clamped at 0). timestamps (B, L) seconds, prediction_time (B,) — or (B, L), one per event — seconds
+    -> (B, L) int64.
     """
     days = torch.div(timestamps, SECONDS_PER_DAY, rounding_mode="floor")  # (B, L)
-    now = torch.div(prediction_time, SECONDS_PER_DAY, rounding_mode="floor")  # (B,)
-    gap = (now[:, None] - days).clamp_min(0)  # (B, L)
+    now = torch.div(prediction_time, SECONDS_PER_DAY, rounding_mode="floor")  # (B,) or (B, L)
+    gap = ((now[:, None] if now.ndim == 1 else now) - days).clamp_min(0)  # (B, L)
     thresholds = torch.tensor(TIME_THRESHOLDS_DAYS, dtype=gap.dtype, device=gap.device)
     return torch.bucketize(gap + 1, thresholds, right=True)  # (B, L) number of thresholds <= gap + 1
 
@@ -138,11 +139,8 @@ def previous_event_buckets(timestamps: Tensor) -> Tensor:
 
     timestamps (B, L) seconds -> (B, L) int64 in [0, 12], and ``NO_PREVIOUS`` (13) for the first event of each
     row. It depends on the event and its predecessor only, so every prefix of a row gets the same buckets."""
-    days = torch.div(timestamps, SECONDS_PER_DAY, rounding_mode="floor")  # (B, L)
-    gap = (days[:, 1:] - days[:, :-1]).clamp_min(0)  # (B, L - 1)
-    thresholds = torch.tensor(TIME_THRESHOLDS_DAYS, dtype=gap.dtype, device=gap.device)
-    first = torch.full_like(days[:, :1], NO_PREVIOUS)
-    return torch.cat([first, torch.bucketize(gap + 1, thresholds, right=True)], dim=1)
+    first = torch.full_like(timestamps[:, :1], NO_PREVIOUS)
+    return torch.cat([first, time_buckets(timestamps[:, :-1], timestamps[:, 1:])], dim=1)  # each event seen from the next
 
 
 class MultiSpaceAttention(nn.Module):
