@@ -86,6 +86,16 @@ class ATRankConfig:
     # allows (ALiBi, Press et al., ICLR 2022: its exp factor of the prediction point cancels in every prefix's softmax)
     recency_bias: Annotated[bool, Field(description=(
         "target network: add -γ_k · (events between l and the prediction point) to space k's attention logits, γ_k >= 0 learned"))] = False
+    # a choice: the paper's encoding has no order but time buckets, and with time counted from the previous event
+    # (one pass) nothing marks which events are the latest; a learned embedding of the event's position in the window (0 = the oldest encoded event, as the
+    # sasrec baseline's) added to the behaviour encoding gives the causal self-attention the order. "none" = the paper
+    positions: Annotated[Literal["window", "none"], Field(description=(
+        '"window": add a learned embedding of each event\'s position in the encoded window (0 = oldest); "none": the paper'))] = "window"
+    # a choice: the target network reads the history only through a candidate-weighted average, which blurs the latest
+    # events that next-item prediction on ML-1M mostly depends on; adding <h_t, c> (the self-attention state at the
+    # prediction point, SASRec's read-out) gives it that path. False = the paper's logit b_i + <u(i), c>
+    latest_state: Annotated[bool, Field(description=(
+        "add <h_t, c_i> (the self-attention output at the prediction point) to the target network's logit"))] = True
     # a choice: the paper cuts once per user per step; several cuts give more targets per step
     cuts_per_user: Annotated[int, Field(ge=1, description="random cuts (next-item targets) per user per step")] = 4
     # a choice: equal tasks
@@ -229,6 +239,12 @@ def evaluating(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def latest(h: Tensor, mask: Tensor) -> Tensor:
+    """The state at each row's last unmasked position (masks are prefixes; an empty row: position 0): (B, L, H) -> (B, H)."""
+    last = (mask.sum(dim=1) - 1).clamp_min(0)  # (B,)
+    return h[torch.arange(h.shape[0], device=h.device), last]
+
+
 def next_item_cut(lengths: Tensor) -> tuple[Tensor, Tensor]:
     """A random cut per user: input = events [0, cut), target = event ``cut``; cut ∈ [1, n - 1].
 
@@ -285,9 +301,10 @@ class ATRank(nn.Module):
     Config = ATRankConfig
     # the public code's training (one cut per user, bidirectional attention, time from the prediction time, one uniform
     # negative, sigmoid cross-entropy): an ablation row
-    paper_loss = {"objective": "cuts", "negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1}
+    paper_loss = {"objective": "cuts", "negatives": "sampled", "num_sampled": 1, "loss": "sigmoid", "cuts_per_user": 1,
+                  "positions": "none", "latest_state": False}
     # what checkpoints written before ``objective`` existed were trained with (raylurm.train.checkpoint.build_model)
-    legacy_options = {"objective": "cuts", "time_reference": "prediction"}
+    legacy_options = {"objective": "cuts", "time_reference": "prediction", "positions": "none", "latest_state": False}
 
     @staticmethod
     def training_window(config, info: DataInfo) -> int:
@@ -305,6 +322,8 @@ class ATRank(nn.Module):
         self.category_embedding = nn.Embedding(info.num_categories, config.category_dim)
         self.time_embedding = nn.Embedding(len(TIME_THRESHOLDS_DAYS) + 1 + (config.time_from == "previous"), encoding)
         self.behavior_embedding = nn.Embedding(info.num_behaviors + 1, encoding, padding_idx=0)
+        self.position_embedding = (nn.Embedding(max(info.max_sequence_length, 1), encoding)
+                                   if config.positions == "window" else None)  # 0 = the oldest encoded event
         self.group_projections = nn.ModuleList(nn.Linear(encoding, config.hidden_dim)
                                                for _ in range(info.num_behaviors))
         self.candidate_projection = nn.Linear(encoding, config.hidden_dim)
@@ -316,8 +335,10 @@ class ATRank(nn.Module):
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
-        for table in (self.item_embedding, self.category_embedding, self.time_embedding, self.behavior_embedding):
-            nn.init.normal_(table.weight, std=0.02)  # nanoGPT-style small init
+        for table in (self.item_embedding, self.category_embedding, self.time_embedding, self.behavior_embedding,
+                      self.position_embedding):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.02)  # nanoGPT-style small init
         nn.init.zeros_(self.item_bias.weight)
         for table in (self.item_embedding, self.behavior_embedding):
             nn.init.zeros_(table.weight[0])  # padding rows
@@ -355,6 +376,9 @@ class ATRank(nn.Module):
             buckets = time_buckets(timestamps, timestamps.gather(1, last[:, None]).squeeze(1))  # (B, L)
         items, behaviors = items * mask, behaviors * mask  # (B, L), 0 = padding
         encoding = self.target_encoding(items) + self.time_embedding(buckets) + self.behavior_embedding(behaviors)
+        if self.position_embedding is not None:  # column l of a left-aligned row = the l-th oldest event of the window
+            steps = torch.arange(items.shape[1], device=items.device).clamp_max(self.position_embedding.num_embeddings - 1)
+            encoding = encoding + self.position_embedding(steps)[None]
         h = self.dropout(self.project(encoding, (behaviors - 1).clamp_min(0)))  # (B, L, H)
         for block in self.blocks:
             h = block(h, mask)  # (B, L, H)
@@ -371,7 +395,11 @@ class ATRank(nn.Module):
         -> logits ``b_i + ⟨u(i), c_i⟩`` (B, C) and user vectors u (B, C, H). ``causal`` (C = L):
         candidate t attends to events 0..t only (the next item of position t)."""
         users = self.target_attention(vectors, h, mask, causal=causal)  # (B, C, H)
-        return bias + (users * vectors).sum(dim=-1), users
+        logits = bias + (users * vectors).sum(dim=-1)  # (B, C)
+        if self.config.latest_state:  # + <h_t, c>: candidate t's own position (causal), else each row's last event
+            state = h if causal else latest(h, mask)[:, None]  # (B, C, H) or (B, 1, H)
+            logits = logits + (state * vectors).sum(dim=-1)
+        return logits, users
 
     def shared_logits(self, h: Tensor, mask: Tensor, ids: Tensor) -> Tensor:
         """Differentiable target-network logits of candidates shared by the batch: h (B, L, H), ids (C,) -> (B, C).
@@ -380,20 +408,20 @@ class ATRank(nn.Module):
         training with many shared negatives."""
         return self._attend_shared(h, mask | ~mask.any(dim=1, keepdim=True), self._candidate_side(ids))
 
-    def _candidate_side(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per candidate: its queries (K, C, d), ``W_oᵀ c`` per space (K, C, d) and ``b_i + ⟨b_o, c⟩`` (C,)."""
+    def _candidate_side(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per candidate: its queries (K, C, d), ``W_oᵀ c`` per space (K, C, d), ``b_i + ⟨b_o, c⟩`` (C,) and c (C, H)."""
         attention = self.target_attention
         k = attention.num_spaces
         vectors, bias = self.candidates(ids)  # (C, H), (C,)
         d = vectors.shape[-1] // k
         queries = attention.query(vectors).view(-1, k, d).transpose(0, 1)  # (K, C, d)
         folded = (vectors @ attention.out.weight).view(-1, k, d).transpose(0, 1)  # (K, C, d) = W_oᵀ c per space
-        return queries, folded, bias + vectors @ attention.out.bias
+        return queries, folded, bias + vectors @ attention.out.bias, vectors
 
-    def _attend_shared(self, h: Tensor, mask: Tensor, side: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    def _attend_shared(self, h: Tensor, mask: Tensor, side: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
         """Logits of every candidate of ``side`` for histories h (B, L, H) with non-empty prefix masks -> (B, C)."""
         attention, (b, length, _) = self.target_attention, h.shape
-        queries, folded, constant = side
+        queries, folded, constant, vectors = side
         k, d = queries.shape[0], queries.shape[-1]
         keys = attention.key(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d), once for every chunk
         values = attention.value(h).view(b, length, k, d).transpose(1, 2)  # (B, K, L, d)
@@ -405,7 +433,10 @@ class ATRank(nn.Module):
             q = queries[None, :, start:start + SCORE_CHUNK].expand(b, -1, -1, -1)  # (B, K, c, d)
             spaces = F.scaled_dot_product_attention(q, keys, values, attn_mask=pad)  # (B, K, c, d)
             out.append(constant[start:start + SCORE_CHUNK] + (spaces * folded[None, :, start:start + SCORE_CHUNK]).sum(dim=(1, 3)))
-        return torch.cat(out, dim=1) if out else h.new_zeros(b, 0)
+        logits = torch.cat(out, dim=1) if out else h.new_zeros(b, 0)  # (B, C)
+        if self.config.latest_state:
+            logits = logits + latest(h, mask) @ vectors.T  # + <h_t, c>, t = each row's last event
+        return logits
 
     def negatives(self, target: Tensor, valid: Tensor, vector: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Negative vectors (B, N, H), biases (B, N) and keep mask (B, N) (False = accidental hit / invalid).
@@ -495,7 +526,7 @@ class ATRank(nn.Module):
         logits spread by γ_k · L, so the sums are taken in log space (``logcumsumexp``, ~2× the cost,
         exact at any spread) with r shifted to be positive by a per-row constant subtracted again."""
         attention, (b, length, _) = self.target_attention, h.shape
-        queries, folded, constant = self._candidate_side(ids)  # (K, N, d), (K, N, d), (N,)
+        queries, folded, constant, vectors = self._candidate_side(ids)  # (K, N, d), (K, N, d), (N,), (N, H)
         k, d = queries.shape[0], queries.shape[-1]
         keys = attention.key(h).view(b, length, k, d)  # (B, L, K, d)
         values = attention.value(h).view(b, length, k, d)  # (B, L, K, d)
@@ -510,7 +541,8 @@ class ATRank(nn.Module):
             offset = 1 - reads.detach().amin(dim=-1, keepdim=True).clamp_max(0)  # (B, K, N, 1): reads + offset >= 1
             numerator = torch.logcumsumexp(scores + torch.log(reads + offset), dim=-1)  # (B, K, N, L)
             averaged = torch.exp(numerator - torch.logcumsumexp(scores, dim=-1)) - offset  # (B, K, N, L)
-        return constant + averaged.sum(dim=1).transpose(1, 2)  # (B, L, N)
+        logits = constant + averaged.sum(dim=1).transpose(1, 2)  # (B, L, N)
+        return logits + h @ vectors.T if self.config.latest_state else logits  # + <h_t, c> at every t
 
     def _cut_losses(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, cut: Tensor, valid: Tensor, target: Tensor,
                     next_behavior: Tensor, shared: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from tests.helpers import train_steps
 NUM_ITEMS, NUM_BEHAVIORS, NUM_CATEGORIES = 30, 3, 6
 SMALL = dict(item_dim=8, category_dim=8, hidden_dim=16, num_spaces=4, ffn_dim=32)
 CUTS = {"objective": "cuts"}  # the paper's random cuts (the default trains every position)
+VARIANTS = [{}, {"recency_bias": True}, {"positions": "none", "latest_state": False}]  # defaults, recency, the paper's read-out
 
 
 def make_info(num_behaviors: int = NUM_BEHAVIORS) -> DataInfo:
@@ -284,11 +285,11 @@ def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
     assert not seen["keep"][[0, 1, 2], [0, 1, 2]].any()
 
 
-@pytest.mark.parametrize("recency", [False, True])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("group,chunk", [(1, 1), (3, 7), (32, 512)])
-def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: int, chunk: int, recency: bool) -> None:
+def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: int, chunk: int, variant: dict) -> None:
     """The folded one-pass scorer (shared candidates) is the target network itself, in any chunking."""
-    model, batch = make_model(recency_bias=recency).double(), make_batch()
+    model, batch = make_model(**variant).double(), make_batch()
     for p in model.parameters():  # non-zero biases everywhere, so the folded output bias is exercised
         torch.nn.init.normal_(p, std=0.3)
     monkeypatch.setattr(atrank_module, "SCORE_GROUP", group)
@@ -368,10 +369,10 @@ def _prefixes_alone(model: ATRank, batch: dict[str, torch.Tensor], ids: torch.Te
             yield r, t, model.target_network(h, mask, *(x[None] for x in model.candidates(ids)))
 
 
-@pytest.mark.parametrize("recency", [False, True])
-def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone(recency: bool) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone(variant: dict) -> None:
     """φ after events 0..t from one causal pass = the prefix 0..t encoded alone, for every t: values and gradients."""
-    model, batch = make_model(recency_bias=recency).double().eval(), make_batch()
+    model, batch = make_model(**variant).double().eval(), make_batch()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     width = int(batch["lengths"].max())
@@ -393,11 +394,11 @@ def test_one_pass_prefix_logits_equal_each_prefix_encoded_alone(recency: bool) -
             torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
 
 
-@pytest.mark.parametrize("recency", [False, True])
-def test_one_pass_loss_equals_the_per_position_reference(monkeypatch, recency: bool) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_pass_loss_equals_the_per_position_reference(monkeypatch, variant: dict) -> None:
     """The all-positions loss is the mean over every (row, t) of the sampled softmax of the next event
     against the shared negatives (accidental hits masked), each prefix encoded on its own."""
-    model, batch = make_model(num_shared=5, recency_bias=recency).double().eval(), make_batch()
+    model, batch = make_model(num_shared=5, **variant).double().eval(), make_batch()
     shared = torch.tensor([1, 3, 3, 7, NUM_ITEMS])
     monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: shared.clone())
     got = model(batch)
@@ -448,6 +449,7 @@ def test_checkpoints_written_before_the_one_pass_objective_rebuild_the_cut_model
     model = build_model(old)
     assert (model.config.objective, model.config.time_from, model.time_embedding.num_embeddings) == \
         ("cuts", "prediction", len(atrank_module.TIME_THRESHOLDS_DAYS) + 1)
+    assert model.position_embedding is None and not model.config.latest_state  # nor had positions or the state read-out
     new = build_model({**old, "method_config": {**SMALL, "objective": "all_positions", "time_reference": "auto"}})
     assert (new.config.objective, new.time_embedding.num_embeddings) == ("all_positions", len(atrank_module.TIME_THRESHOLDS_DAYS) + 2)
 
@@ -464,3 +466,34 @@ def test_recency_bias_weighs_recent_events_more_and_is_trained() -> None:
     weights = torch.softmax(model.target_attention.logit_bias(mask[:, None, None, :], last[:, None]), dim=-1)  # (B, K, 1, L)
     torch.testing.assert_close(weights[torch.arange(len(last)), :, 0, last], torch.ones(len(last), 4, dtype=weights.dtype))
     assert make_model().target_attention.slopes() is None
+
+
+def test_window_positions_give_the_encoding_the_order_of_events() -> None:
+    """With positions, swapping two earlier events changes the latest state; without (the paper, time from the previous
+    event, equal times) the causal encoding of the last event is order-blind."""
+    batch = make_batch()
+    batch["timestamps"] = torch.zeros_like(batch["timestamps"])  # every gap in the same time bucket
+    swapped = dict(batch, items=batch["items"].clone(), behaviors=batch["behaviors"].clone())
+    for key in ("items", "behaviors"):  # events 1 and 2 (event 0 alone has no previous event, its own time bucket)
+        swapped[key][:, [1, 2]] = batch[key][:, [2, 1]]
+    width = int(batch["lengths"].max())
+    mask = torch.arange(width)[None, :] < batch["lengths"][:, None]
+    last = batch["lengths"] - 1
+    for positions, changes in (("window", True), ("none", False)):
+        model = make_model(positions=positions, dropout=0.0).eval()
+        states = [atrank_module.latest(model.encode(b["items"][:, :width], b["behaviors"][:, :width],
+                                                    b["timestamps"][:, :width], mask), mask) for b in (batch, swapped)]
+        assert bool((last > 2).any())
+        assert torch.allclose(states[0][last > 2], states[1][last > 2], atol=1e-5) != changes, positions
+
+
+def test_latest_state_adds_the_state_at_the_prediction_point() -> None:
+    """latest_state=True adds exactly <h_t, c_i> to the paper's logit b_i + <u(i), c_i> (t = each row's last event)."""
+    batch, ids = make_batch(), torch.arange(NUM_ITEMS)
+    with_state = make_model(seed=3, latest_state=True).double().eval()
+    without = make_model(seed=3, latest_state=False).double().eval()
+    without.load_state_dict(with_state.state_dict())
+    h, mask = with_state.encode_history(batch)
+    vectors, _ = with_state.candidates(ids + 1)
+    expected = without.score_items(batch, ids) + atrank_module.latest(h, mask) @ vectors.T
+    torch.testing.assert_close(with_state.score_items(batch, ids), expected)
