@@ -77,6 +77,11 @@ class DSSConfig:
         'seq2seq cuts per user per step with objective="all_positions"'))] = 4  # a choice: 4 x 128 futures per worker
     positions: Annotated[Literal["window", "from_latest"], Field(description=(
         '"window": 0 = the oldest encoded item; "from_latest": 0 = the latest (needs objective="one_cut")'))] = "window"
+    # a choice, to be measured (off = the paper): the stopped ML-1M run's intentions collapsed (one takes 0.75 of
+    # p_{k|i} for every item) and its pooling puts 0.22 of its weight on the latest item, where the sasrec baseline
+    # predicts from the latest state z_t alone; adding z_t to every φ^(k) gives seq2item that path
+    latest_state: Annotated[bool, Field(description=(
+        "add z_t, the encoder's state at the prefix's latest item, to every intention φ^(k) (a residual path)"))] = False
     lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # paper §5.4
     # per worker: the default 2 workers x 64 = the paper's 128 (§5.4), the same steps per epoch as the sasrec baseline
     batch_size: Annotated[int, Field(ge=1, description="users per step on each worker")] = 64
@@ -97,6 +102,7 @@ class IntentionDisentanglement(nn.Module):
     def __init__(self, max_length: int, config: DSSConfig):
         super().__init__()
         d, k = config.hidden_dim, config.num_intentions
+        self.latest_state = config.latest_state
         self.prototypes = nn.Parameter(torch.empty(k, d))  # c_k
         self.position_embedding = nn.Embedding(max_length, d)  # α_i, this layer's own
         nn.init.xavier_uniform_(self.prototypes)
@@ -151,14 +157,20 @@ class IntentionDisentanglement(nn.Module):
         values = self.category_weights(z)[..., None] * z[:, :, None, :]  # (B, L_i, K, D) p_{k|i} z_i
         pooled = torch.bmm(p, values.flatten(2)).view(z.shape[0], p.shape[1], -1, z.shape[-1])  # (B, T, K, D)
         bias = self.future_bias if future else self.input_bias
-        return self.ln_5(bias + pooled)  # (B, T, K, D)
+        phi = self.ln_5(bias + pooled)  # (B, T, K, D)
+        if self.latest_state:  # + z_t of each prefix's latest item
+            phi = phi + (z if rows is None else z.gather(1, rows[..., None].expand(-1, -1, z.shape[-1])))[:, :, None, :]
+        return phi
 
     def forward(self, z: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
                 future: bool = False) -> torch.Tensor:
-        """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i): (B, L, D) -> (B, K, D); β = the future set if ``future``."""
+        """φ^(k) = LN5(β_k + Σ_i p_{k|i} p_i z_i) (+ z_t with ``latest_state``): (B, L, D) -> (B, K, D); β = the future set if ``future``."""
         weights = self.category_weights(z) * self.position_weights(z, positions, valid)[..., None]  # (B, L, K)
         bias = self.future_bias if future else self.input_bias
-        return self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
+        phi = self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
+        if self.latest_state:  # + z_t of the latest item
+            phi = phi + z[torch.arange(z.shape[0], device=z.device), valid.sum(dim=1) - 1][:, None, :]
+        return phi
 
 
 def sample_cuts(lengths: torch.Tensor) -> torch.Tensor:
@@ -171,11 +183,11 @@ class DSS(nn.Module):
     Config = DSSConfig
     # the paper's training (§4.2: one cut per user, in-batch seq2item candidates, positions from the latest): an ablation row
     paper_loss = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                  "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0}
+                  "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False}
 
     # what checkpoints written before these options existed were trained with (raylurm.train.checkpoint.build_model)
     legacy_options = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0}
+                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False}
 
     @property
     def _seq2item_scale(self) -> float:

@@ -313,9 +313,10 @@ def test_catalogue_seq2item_is_eq_6_over_every_item() -> None:
         torch.testing.assert_close(grads[1], want[1])
 
 
+@pytest.mark.parametrize("latest_state", [False, True])
 @torch.no_grad()
-def test_every_prefix_equals_each_prefix_encoded_alone() -> None:
-    model = _model(seed=2).eval()
+def test_every_prefix_equals_each_prefix_encoded_alone(latest_state: bool) -> None:
+    model = _model(seed=2, latest_state=latest_state).eval()
     items = _batch(6)["items"]
     lengths = (items > 0).sum(1)
     every = model.every_prefix(items)  # (B, L, K, D)
@@ -326,9 +327,10 @@ def test_every_prefix_equals_each_prefix_encoded_alone() -> None:
     torch.testing.assert_close(future[:, 0], model.intentions(items[:, :1], future=True), atol=1e-5, rtol=1e-5)
 
 
-def test_prefixes_at_chosen_rows_equal_those_rows_of_every_prefix() -> None:
+@pytest.mark.parametrize("latest_state", [False, True])
+def test_prefixes_at_chosen_rows_equal_those_rows_of_every_prefix(latest_state: bool) -> None:
     torch.manual_seed(0)
-    model = _model(seed=3).eval()
+    model = _model(seed=3, latest_state=latest_state).eval()
     items = _batch(6)["items"]
     rows = torch.randint(0, items.shape[1], (items.shape[0], 3))
     for future in (False, True):
@@ -436,3 +438,15 @@ def test_the_default_loss_learns_a_deterministic_successor() -> None:
     history = {"items": test["items"][:, :length], "lengths": torch.full((64,), length)}
     top = model.score_items(history, torch.arange(num_items)).argmax(dim=1) + 1
     assert (top == test["items"][:, length]).float().mean() > 0.9
+
+
+@torch.no_grad()
+def test_latest_state_adds_the_latest_items_state_to_every_intention() -> None:
+    """latest_state: φ^(k) + z_t (t = the latest item), every intention; the layer's other weights unchanged."""
+    plain, residual = _model(seed=5).eval(), _model(seed=5, latest_state=True).eval()
+    residual.load_state_dict(plain.state_dict())
+    items = _batch(6)["items"]
+    z, _, valid = residual._encode(items)
+    latest = z[torch.arange(len(items)), valid.sum(1) - 1]  # (B, D)
+    torch.testing.assert_close(residual.intentions(items), plain.intentions(items) + latest[:, None, :])
+    assert not DSSConfig().latest_state and not DSS.paper_loss["latest_state"]
