@@ -15,6 +15,12 @@ their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
   2019), with accidental hits (a negative equal to the row's target) masked out. Many negatives
   matter: Petrov & Macdonald, "gSASRec" (RecSys 2023), and "Turning Dross Into Gold Loss"
   (RecSys 2023) show SASRec trained with one negative is far from its full-softmax accuracy.
+* :func:`mixed_negatives` — the shared negatives of a step and the log-probability Q of every item
+  under their proposal: a share drawn from the step's own targets (the empirical item
+  distribution: by popularity) and the rest uniform (mixed negative sampling, Yang et al., WWW
+  2020). Uniform negatives alone rarely include the popular items a full ranking's top 10 is
+  made of (measured on ML-1M, sasrec, 256 uniform negatives: validation NDCG@10 0.029 after 4
+  epochs, against 0.105 with the full softmax).
 """
 
 from __future__ import annotations
@@ -134,3 +140,29 @@ def sampled_softmax_logq(queries: torch.Tensor, positives: torch.Tensor, negativ
     negative = (queries @ negatives.T - negative_log_q[None, :]).masked_fill(hits, float("-inf"))  # (N, S)
     logits = torch.cat([positive[:, None], negative], dim=1)  # (N, 1 + S)
     return torch.logsumexp(logits, dim=1) - positive
+
+
+def mixed_negatives(targets: torch.Tensor, num_items: int, num_negatives: int,
+                    popular_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared negatives of one step and the log-probability of every item under their proposal.
+
+    ``round(popular_fraction · S)`` negatives are drawn (with replacement) from ``targets``, the
+    step's own next items, so item i is drawn with probability ``count_i / N`` — its popularity in
+    the step —, the rest uniformly from ``[0, num_items)``. The mixture's probability of item i is
+    ``Q(i) = (1 - f) / C + f · count_i / N`` with ``f`` the drawn share (exact given the step's
+    targets), the log-Q correction of :func:`sampled_softmax_logq`.
+
+    targets: (N,) 0-based item ids of the step -> negatives (S,) 0-based, log_q (C,) float32.
+    """
+    if not 0.0 <= popular_fraction < 1.0:
+        raise ValueError(f"popular_fraction must lie in [0, 1), got {popular_fraction}")
+    if num_negatives < 1 or num_items < 1:
+        raise ValueError(f"num_negatives and num_items must be >= 1, got {num_negatives}, {num_items}")
+    device = targets.device
+    popular = int(round(popular_fraction * num_negatives)) if targets.numel() else 0
+    uniform = torch.randint(0, num_items, (num_negatives - popular,), device=device)
+    drawn = targets[torch.randint(0, targets.numel(), (popular,), device=device)] if popular else uniform[:0]
+    share = popular / num_negatives
+    counts = torch.bincount(targets, minlength=num_items).to(torch.float32)[:num_items]
+    q = (1.0 - share) / num_items + share * counts / max(targets.numel(), 1)
+    return torch.cat([uniform, drawn]), torch.log(q)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from raylurm.config import typed_config
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
+from raylurm.losses.next_item import mixed_negatives
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad
@@ -73,6 +74,10 @@ class ATRankConfig:
     num_sampled: Annotated[int, Field(ge=1, description='negatives per positive with negatives="sampled"')] = 1
     # a choice, as the SASRec baseline's sampled softmax; accidental hits are masked
     num_shared: Annotated[int, Field(ge=1, description='uniform negatives shared by the batch with negatives="shared"')] = 256
+    # 0 = uniform; a share drawn from the step's own targets (by popularity), log-Q corrected for the mixture
+    # (raylurm.losses.next_item.mixed_negatives): uniform negatives rarely include the popular items of a top 10
+    popular_fraction: Annotated[float, Field(ge=0.0, lt=1.0, description=(
+        'with negatives="shared": share of them drawn from the step\'s targets (by popularity), the rest uniform'))] = 0.0
     # a choice: the public code predicts one random cut per user per step ("cuts", the ablation row); "all_positions"
     # predicts the next item at every position of the window in one causal pass, ~50x the targets per step
     objective: Annotated[Objective, Field(description=(
@@ -466,8 +471,8 @@ class ATRank(nn.Module):
         at_cut = cut.clamp_max(items.shape[1] - 1)[:, None]  # (B, 1)
         target = torch.where(valid, items.gather(1, at_cut).squeeze(1), 0)  # (B,) shifted item id
         next_behavior = behaviors.gather(1, at_cut).squeeze(1) - 1  # (B,)
-        shared = (torch.randint(1, self.num_items + 1, (self.config.num_shared,), device=items.device)
-                  if self.config.negatives == "shared" else None)  # (N,) shifted, one draw for the step
+        shared = (self.shared_negatives(target[valid])
+                  if self.config.negatives == "shared" else None)  # (N,) shifted ids and (num_items + 1,) log Q, one draw
         # the loss is a mean over cuts: they are encoded in groups of similar length, each trimmed to its
         # longest input, so short cuts do not pay for the padding of long ones (in-batch negatives: one group)
         groups = (torch.argsort(cut, descending=True, stable=True).tensor_split(min(TRAIN_GROUPS, len(cut)))
@@ -488,7 +493,7 @@ class ATRank(nn.Module):
         The rows are encoded in ``TRAIN_GROUPS`` groups of similar length, each trimmed to its
         longest; the loss is the mean over every (row, t) with a next event."""
         items, behaviors, timestamps, lengths = batch["items"], batch["behaviors"], batch["timestamps"], batch["lengths"]
-        shared = torch.randint(1, self.num_items + 1, (self.config.num_shared,), device=items.device)  # (N,) one draw per step
+        shared, log_q = self.shared_negatives(items[:, 1:][items[:, 1:] > 0])  # (N,) shifted, (num_items + 1,): one draw per step
         item_losses, behavior_losses = [], []
         for group in torch.argsort(lengths, descending=True, stable=True).tensor_split(min(TRAIN_GROUPS, max(len(lengths), 1))):
             width = int(lengths[group].max()) if len(group) else 0
@@ -502,7 +507,7 @@ class ATRank(nn.Module):
             vector, bias = self.candidates(target)  # (b, W - 1, H), (b, W - 1)
             positive, users = self.target_network(h, mask, vector, bias, causal=True)  # (b, W - 1), (b, W - 1, H)
             negative = self.prefix_shared_logits(h, shared)  # (b, W - 1, N)
-            logits = torch.cat([positive[..., None], negative], dim=-1)[trained]  # (n, 1 + N)
+            logits = torch.cat([positive[..., None] - log_q[target][..., None], negative - log_q[shared]], dim=-1)[trained]  # (n, 1 + N)
             keep = shared[None, :] != target[trained][:, None]  # (n, N) accidental hits out
             item_losses.append(LOSSES[self.config.loss](logits, keep, reduction="none"))
             behavior_losses.append(self.behavior_loss(users[trained], behaviors[group, 1:width][trained] - 1))
@@ -512,6 +517,13 @@ class ATRank(nn.Module):
         item_loss, behavior_loss = torch.cat(item_losses).mean(), torch.cat(behavior_losses).mean()
         return {"loss": item_loss + self.config.behavior_weight * behavior_loss, "item_loss": item_loss.detach(),
                 "behavior_loss": behavior_loss.detach(), "positions": torch.tensor(float(sum(len(x) for x in item_losses)))}
+
+    def shared_negatives(self, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The step's shared negatives: shifted target ids (n,) -> shifted negative ids (N,) and log Q (num_items + 1,)
+        of every shifted id under their proposal (uniform, or mixed with the step's targets: ``popular_fraction``;
+        row 0, padding, is 0 and never read for a real item)."""
+        ids, log_q = mixed_negatives(targets - 1, self.num_items, self.config.num_shared, self.config.popular_fraction)
+        return ids + 1, torch.cat([log_q.new_zeros(1), log_q])
 
     def prefix_shared_logits(self, h: Tensor, ids: Tensor) -> Tensor:
         """Target-network logits of shared candidates after every prefix: h (B, L, H) causal states -> (B, L, N).
@@ -545,7 +557,7 @@ class ATRank(nn.Module):
         return logits + h @ vectors.T if self.config.latest_state else logits  # + <h_t, c> at every t
 
     def _cut_losses(self, items: Tensor, behaviors: Tensor, timestamps: Tensor, cut: Tensor, valid: Tensor, target: Tensor,
-                    next_behavior: Tensor, shared: Tensor | None) -> tuple[Tensor, Tensor]:
+                    next_behavior: Tensor, shared: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         """Item and behaviour losses (B,) of predicting ``target`` from events [0, cut) of each row."""
         width = max(1, int(cut.max()))  # positions >= every cut are masked anyway
         items, behaviors, timestamps = items[:, :width], behaviors[:, :width], timestamps[:, :width]
@@ -553,8 +565,9 @@ class ATRank(nn.Module):
         h = self.encode(items, behaviors, timestamps, mask)  # (B, L, H)
         vector, bias = self.candidates(target)  # (B, H), (B,)
         if shared is not None:
+            shared, log_q = shared  # (N,) shifted ids, (num_items + 1,) their proposal's log Q
             positive, users = self.target_network(h, mask, vector[:, None], bias[:, None])  # (B, 1), (B, 1, H)
-            logits = torch.cat([positive, self.shared_logits(h, mask, shared)], dim=1)  # (B, 1 + N)
+            logits = torch.cat([positive - log_q[target][:, None], self.shared_logits(h, mask, shared) - log_q[shared]], dim=1)  # (B, 1 + N)
             keep = shared[None, :] != target[:, None]  # (B, N) accidental hits out
         else:
             negative_vectors, negative_bias, keep = self.negatives(target, valid, vector, bias)

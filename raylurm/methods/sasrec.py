@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
-from raylurm.losses.next_item import catalogue_softmax, sampled_softmax_logq
+from raylurm.losses.next_item import catalogue_softmax, mixed_negatives, sampled_softmax_logq
 from raylurm.train.batch import DataInfo
 from raylurm.train.windows import encoded_length_window
 
@@ -60,6 +60,10 @@ class SASRecConfig:
     full_softmax_max_items: Annotated[int, Field(ge=1, description='largest catalogue "auto" trains with the full softmax')] = 100_000
     # gSASRec (RecSys 2023) uses 256 negatives per positive
     num_negatives: Annotated[int, Field(ge=1, description='shared uniform negatives per step with loss="sampled"')] = 256
+    # 0 = uniform (the gSASRec setting); a share drawn from the step's own targets adds the popular items a full ranking
+    # competes with (raylurm.losses.next_item.mixed_negatives), log-Q corrected for the mixture
+    popular_fraction: Annotated[float, Field(ge=0.0, lt=1.0, description=(
+        'with loss="sampled": share of the negatives drawn from the step\'s targets (by popularity), the rest uniform'))] = 0.0
     lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # paper §IV-B
     # per worker: the default 2 workers x 64 = the paper's 128 users per step (§IV-B); 128 per worker halved the
     # optimiser steps per epoch (23 on ML-1M), and with every position trained the epochs, not the targets, are what is short
@@ -193,9 +197,9 @@ class SASRec(nn.Module):
         if self.loss == "full":
             losses = catalogue_softmax(z, catalogue, target)
         elif self.loss == "sampled":
-            negatives = torch.randint(0, self.num_items, (self.config.num_negatives,), device=items.device)  # (S,)
-            log_q = torch.full((self.config.num_negatives,), -math.log(self.num_items), device=items.device)
-            losses = sampled_softmax_logq(z, catalogue[target], catalogue[negatives], log_q[:1].expand(len(target)), log_q,
+            negatives, log_q = mixed_negatives(target, self.num_items, self.config.num_negatives,
+                                               self.config.popular_fraction)  # (S,), (C,)
+            losses = sampled_softmax_logq(z, catalogue[target], catalogue[negatives], log_q[target], log_q[negatives],
                                           negatives[None, :] == target[:, None])
         else:  # "bce": one uniform negative per position (the paper; a negative equal to the target is redrawn once)
             negative = torch.randint(0, self.num_items, target.shape, device=items.device)

@@ -268,7 +268,7 @@ def test_shared_negatives_mask_accidental_hits(monkeypatch) -> None:
     cut = torch.ones(8, dtype=torch.long)
     monkeypatch.setattr(atrank_module, "next_item_cut", lambda lengths: (cut, torch.ones(8, dtype=torch.bool)))
     targets = batch["items"][:, 1]  # shifted ids of every row's target at cut 1
-    monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: targets[:3].clone())
+    monkeypatch.setattr(atrank_module, "mixed_negatives", lambda t, n, s, f: (targets[:3] - 1, torch.zeros(n)))
     seen = {}
     real = atrank_module.LOSSES["softmax"]
 
@@ -400,7 +400,7 @@ def test_one_pass_loss_equals_the_per_position_reference(monkeypatch, variant: d
     against the shared negatives (accidental hits masked), each prefix encoded on its own."""
     model, batch = make_model(num_shared=5, **variant).double().eval(), make_batch()
     shared = torch.tensor([1, 3, 3, 7, NUM_ITEMS])
-    monkeypatch.setattr(atrank_module.torch, "randint", lambda low, high, size, device=None: shared.clone())
+    monkeypatch.setattr(atrank_module, "mixed_negatives", lambda t, n, s, f: (shared - 1, torch.zeros(n, dtype=torch.float64)))
     got = model(batch)
     losses, behavior = [], []
     for r, t, (logits, users) in _prefixes_alone(model, batch, torch.cat([torch.zeros(1, dtype=torch.long), shared])):
@@ -497,3 +497,28 @@ def test_latest_state_adds_the_state_at_the_prediction_point() -> None:
     vectors, _ = with_state.candidates(ids + 1)
     expected = without.score_items(batch, ids) + atrank_module.latest(h, mask) @ vectors.T
     torch.testing.assert_close(with_state.score_items(batch, ids), expected)
+
+
+def test_popular_negatives_are_log_q_corrected_for_their_mixture(monkeypatch) -> None:
+    """popular_fraction > 0: every logit of the one-pass loss is corrected by the log Q of the step's mixture, the
+    positive's too, so the loss is the sampled softmax over (s_j - log Q(j))."""
+    model, batch = make_model(num_shared=6, popular_fraction=0.5).double().eval(), make_batch()
+    targets = batch["items"][:, 1:][batch["items"][:, 1:] > 0]
+    seen = {}
+    real = atrank_module.mixed_negatives
+
+    def spy(t, n, s, f):
+        seen["args"] = (t, n, s, f)
+        seen["out"] = real(t, n, s, f)
+        return seen["out"]
+
+    monkeypatch.setattr(atrank_module, "mixed_negatives", spy)
+    got = model(batch)["item_loss"]
+    t, n, s, f = seen["args"]
+    assert (n, s, f) == (NUM_ITEMS, 6, 0.5) and torch.equal(torch.sort(t).values, torch.sort(targets - 1).values)
+    ids, log_q = seen["out"]
+    monkeypatch.setattr(atrank_module, "mixed_negatives", lambda *a: (ids, torch.zeros_like(log_q)))
+    uncorrected = model(batch)["item_loss"]
+    assert not torch.isclose(got, uncorrected)  # popular negatives: the correction is not a constant
+    monkeypatch.setattr(atrank_module, "mixed_negatives", lambda *a: (ids, torch.full_like(log_q, -3.0)))
+    torch.testing.assert_close(model(batch)["item_loss"], uncorrected)  # a constant log Q cancels

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from raylurm.losses import next_item as next_item_losses
-from raylurm.losses.next_item import catalogue_cross_entropy, catalogue_softmax, sampled_softmax_logq
+from raylurm.losses.next_item import catalogue_cross_entropy, catalogue_softmax, mixed_negatives, sampled_softmax_logq
 from raylurm.methods.sasrec import SASRec, SASRecConfig, window
 from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from tests.helpers import train_steps
@@ -90,6 +90,26 @@ def test_sampled_softmax_logq_equals_naive_reference_and_masks_hits() -> None:
     assert float(sampled_softmax_logq(queries, positives, moved, positive_log_q, negative_log_q, hits)[0]) == pytest.approx(float(got[0]))
 
 
+def test_mixed_negatives_draw_by_the_steps_targets_with_their_mixture_log_q() -> None:
+    """A share f of the negatives come from the step's targets (frequency ∝ count), the rest uniform; log Q is the mixture's."""
+    torch.manual_seed(0)
+    targets = torch.tensor([3] * 6 + [7] * 2)  # item 3 is 3x as frequent as item 7
+    negatives, log_q = mixed_negatives(targets, 10, 8, 0.5)
+    assert negatives.shape == (8,) and bool((negatives[4:] == 3).sum() + (negatives[4:] == 7).sum() == 4)
+    want = torch.full((10,), 0.5 / 10)
+    want[3] += 0.5 * 6 / 8
+    want[7] += 0.5 * 2 / 8
+    torch.testing.assert_close(log_q.exp(), want)
+    draws = torch.cat([mixed_negatives(targets, 10, 1000, 0.5)[0][500:] for _ in range(20)])  # the popular half only
+    assert float((draws == 3).float().mean()) == pytest.approx(0.75, abs=0.02)
+    uniform_ids, uniform_log_q = mixed_negatives(targets, 10, 8, 0.0)  # f = 0: uniform, a constant log Q that cancels
+    torch.testing.assert_close(uniform_log_q, torch.full((10,), -math.log(10)))
+    assert mixed_negatives(targets[:0], 10, 4, 0.5)[0].shape == (4,)  # no target in the step: all uniform
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError):
+            mixed_negatives(targets, 10, 8, bad)
+
+
 # --- the model ---------------------------------------------------------------------------------
 def test_one_pass_states_equal_each_prefix_encoded_alone() -> None:
     """Every position in one causal pass = the prefix x_1..x_t encoded alone (window-absolute positions)."""
@@ -159,11 +179,11 @@ def test_training_windows_cover_long_histories() -> None:
     assert seen == set(range(1, 10)), "every item but the first is some window's target (0-based ids 1..9)"
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled", "bce", "auto"])
-def test_every_loss_learns_a_deterministic_successor(loss: str) -> None:
+@pytest.mark.parametrize("loss,popular", [("full", 0.0), ("sampled", 0.0), ("sampled", 0.5), ("bce", 0.0), ("auto", 0.0)])
+def test_every_loss_learns_a_deterministic_successor(loss: str, popular: float) -> None:
     """next item = (item + 1) mod 20: each loss drives the true successor to the top of score_items."""
     torch.manual_seed(0)
-    model = make_model(loss=loss, dropout=0.0, num_negatives=8)
+    model = make_model(loss=loss, dropout=0.0, num_negatives=8, popular_fraction=popular)
     starts = torch.randint(0, NUM_ITEMS, (32, 1))
     items = (starts + torch.arange(8)[None]) % NUM_ITEMS + 1  # (32, 8) shifted ids
     batch = {"items": items, "lengths": torch.full((32,), 8)}
