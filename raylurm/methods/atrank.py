@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from raylurm.config import typed_config
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
-from raylurm.losses.next_item import mixed_negatives
+from raylurm.losses.next_item import catalogue_softmax, mixed_negatives
 from raylurm.losses.sampled_softmax import sampled_softmax
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad
@@ -101,6 +101,13 @@ class ATRankConfig:
     # prediction point, SASRec's read-out) gives it that path. False = the paper's logit b_i + <u(i), c>
     latest_state: Annotated[bool, Field(description=(
         "add <h_t, c_i> (the self-attention output at the prediction point) to the target network's logit"))] = True
+    # a choice, to be measured (0 = off): the target network's attention makes every negative cost B·K·L² work, so
+    # only num_shared of them are affordable (1,024 take 6x the step time of 256), and a sampled softmax learns slowly
+    # (sasrec, validation NDCG@10 after 3 epochs: 0.020 with 256 uniform negatives, 0.040 with 1,024, 0.082 with the
+    # full softmax); the read-out's part of the logit, b_i + <h_t, c_i>, costs one matmul per position over the whole
+    # catalogue, so it can also be trained by a full softmax (chunked, as sasrec's), at this weight
+    readout_softmax_weight: Annotated[float, Field(ge=0.0, description=(
+        "with latest_state and all_positions: weight of a full-catalogue softmax of b_i + <h_t, c_i> (an auxiliary loss)"))] = 0.0
     # a choice: the paper cuts once per user per step; several cuts give more targets per step
     cuts_per_user: Annotated[int, Field(ge=1, description="random cuts (next-item targets) per user per step")] = 4
     # a choice: equal tasks
@@ -118,6 +125,9 @@ class ATRankConfig:
         if self.objective == "all_positions" and self.time_reference == "prediction":
             raise ValueError('objective="all_positions" encodes every prefix in one pass, so an event\'s time cannot depend '
                              'on the prediction time: use time_reference="previous" (or "auto")')
+        if self.readout_softmax_weight > 0 and not (self.latest_state and self.objective == "all_positions"):
+            raise ValueError("readout_softmax_weight > 0 trains the latest-state read-out at every position: it needs "
+                             'latest_state=true and objective="all_positions"')
         if self.objective == "all_positions" and self.negatives != "shared":
             raise ValueError('objective="all_positions" scores negatives shared by the batch: use negatives="shared"')
         return self
@@ -494,7 +504,11 @@ class ATRank(nn.Module):
         longest; the loss is the mean over every (row, t) with a next event."""
         items, behaviors, timestamps, lengths = batch["items"], batch["behaviors"], batch["timestamps"], batch["lengths"]
         shared, log_q = self.shared_negatives(items[:, 1:][items[:, 1:] > 0])  # (N,) shifted, (num_items + 1,): one draw per step
-        item_losses, behavior_losses = [], []
+        item_losses, behavior_losses, readout_losses = [], [], []
+        readout = self.config.readout_softmax_weight > 0
+        if readout:  # the catalogue's read-out side [c_i ; b_i], once for the step
+            catalogue = torch.cat([*self.candidates(torch.arange(1, self.num_items + 1, device=items.device))[0:1],
+                                   self.item_bias.weight[1:]], dim=1)  # (C, H + 1)
         for group in torch.argsort(lengths, descending=True, stable=True).tensor_split(min(TRAIN_GROUPS, max(len(lengths), 1))):
             width = int(lengths[group].max()) if len(group) else 0
             if width < 2:
@@ -511,12 +525,21 @@ class ATRank(nn.Module):
             keep = shared[None, :] != target[trained][:, None]  # (n, N) accidental hits out
             item_losses.append(LOSSES[self.config.loss](logits, keep, reduction="none"))
             behavior_losses.append(self.behavior_loss(users[trained], behaviors[group, 1:width][trained] - 1))
+            if readout:  # -log softmax_i(b_i + <h_t, c_i>) of the next item over every item
+                states = torch.cat([h[trained], h.new_ones(int(trained.sum()), 1)], dim=1)  # (n, H + 1) [h_t ; 1]
+                readout_losses.append(catalogue_softmax(states, catalogue, target[trained] - 1))
         if not item_losses:  # every row has a single event
             zero = self.item_bias.weight.sum() * 0.0
             return {"loss": zero, "item_loss": zero.detach(), "behavior_loss": zero.detach(), "positions": torch.zeros(())}
         item_loss, behavior_loss = torch.cat(item_losses).mean(), torch.cat(behavior_losses).mean()
-        return {"loss": item_loss + self.config.behavior_weight * behavior_loss, "item_loss": item_loss.detach(),
-                "behavior_loss": behavior_loss.detach(), "positions": torch.tensor(float(sum(len(x) for x in item_losses)))}
+        loss = item_loss + self.config.behavior_weight * behavior_loss
+        out = {"item_loss": item_loss.detach(), "behavior_loss": behavior_loss.detach(),
+               "positions": torch.tensor(float(sum(len(x) for x in item_losses)))}
+        if readout:
+            readout_loss = torch.cat(readout_losses).mean()
+            loss = loss + self.config.readout_softmax_weight * readout_loss
+            out["readout_loss"] = readout_loss.detach()
+        return {"loss": loss, **out}
 
     def shared_negatives(self, targets: Tensor) -> tuple[Tensor, Tensor]:
         """The step's shared negatives: shifted target ids (n,) -> shifted negative ids (N,) and log Q (num_items + 1,)

@@ -305,7 +305,9 @@ def test_shared_candidate_scoring_equals_the_target_network(monkeypatch, group: 
 @pytest.mark.parametrize("bad", [{"hidden_dim": 100, "num_spaces": 8}, {"num_spaces": 0}, {"dropout": 1.0},
                                  {"loss": "bpr"}, {"negatives": "popular"}, {"num_sampled": 0}, {"lr": 0.0},
                                  {"behavior_weight": -1.0}, {"batch_size": 0}, {"num_blocks": 0},
-                                 {"time_reference": "prediction"}, {"negatives": "sampled"}, {"objective": "every"}])
+                                 {"time_reference": "prediction"}, {"negatives": "sampled"}, {"objective": "every"},
+                                 {"readout_softmax_weight": 1.0, "latest_state": False},
+                                 {"readout_softmax_weight": 1.0, "objective": "cuts"}, {"popular_fraction": 1.0}])
 def test_config_validation(bad) -> None:
     with pytest.raises(ValueError):
         ATRankConfig(**bad)
@@ -522,3 +524,25 @@ def test_popular_negatives_are_log_q_corrected_for_their_mixture(monkeypatch) ->
     assert not torch.isclose(got, uncorrected)  # popular negatives: the correction is not a constant
     monkeypatch.setattr(atrank_module, "mixed_negatives", lambda *a: (ids, torch.full_like(log_q, -3.0)))
     torch.testing.assert_close(model(batch)["item_loss"], uncorrected)  # a constant log Q cancels
+
+
+def test_readout_softmax_is_the_full_catalogue_cross_entropy_of_the_read_out() -> None:
+    """readout_softmax_weight: + w · mean over every (row, t) of -log softmax_i(b_i + <h_t, c_i>) over the whole catalogue."""
+    batch = make_batch()
+    model = make_model(readout_softmax_weight=0.5).double().eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    torch.manual_seed(2)
+    out = model(batch)
+    width = int(batch["lengths"].max())
+    mask = torch.arange(width - 1)[None, :] < batch["lengths"][:, None]
+    h = model.encode(batch["items"][:, :width - 1], batch["behaviors"][:, :width - 1], batch["timestamps"][:, :width - 1], mask)
+    target = batch["items"][:, 1:width]
+    trained = target > 0
+    vectors, bias = model.candidates(torch.arange(1, NUM_ITEMS + 1))
+    logits = h[trained] @ vectors.T + bias  # (n, C)
+    want = torch.nn.functional.cross_entropy(logits, target[trained] - 1)
+    torch.testing.assert_close(out["readout_loss"], want.detach())
+    torch.testing.assert_close(out["loss"].detach(), out["item_loss"] + out["behavior_loss"] + 0.5 * want.detach())
+    out["loss"].backward()
+    assert model.item_bias.weight.grad[1:].abs().sum() > 0
