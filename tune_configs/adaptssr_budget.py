@@ -4,8 +4,8 @@ The public code's Adam lr 2e-4 for 20 epochs is ~230k steps on its datasets; on 
 23 steps (6,040 users, 2 workers x 128), so the paper's lr over a few hundred steps leaves the
 representation within noise of its random init. Each arm is scored after every epoch on
 validation (``val_auc``: profiling AUC on the selection users, never test users); ASHA keeps the
-best third of the arms at each rung (10, 30, 90 epochs) and stops the others. The winner's lr becomes the method's default,
-its curve the one RESULTS.md shows beside the random init.
+best third of the arms at each rung (10, 30, 90 epochs) and stops the others. The winner's lr
+becomes the method's default, its curve the one RESULTS.md shows beside the random init.
 
     python -m raylurm.tune tune_configs/adaptssr_budget.py --name adaptssr-budget
 """

@@ -25,6 +25,8 @@ their next items as rows of ``items`` (C, D), the catalogue's output embeddings.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 FULL_SOFTMAX_ELEMENTS = 1 << 26  # logits computed at once (256 MB float32; memory bound only: results are identical)
@@ -161,8 +163,10 @@ def mixed_negatives(targets: torch.Tensor, num_items: int, num_negatives: int,
     device = targets.device
     popular = int(round(popular_fraction * num_negatives)) if targets.numel() else 0
     uniform = torch.randint(0, num_items, (num_negatives - popular,), device=device)
-    drawn = targets[torch.randint(0, targets.numel(), (popular,), device=device)] if popular else uniform[:0]
+    if not popular:  # uniform only: a constant log Q
+        return uniform, torch.full((num_items,), -math.log(num_items), device=device)
+    drawn = targets[torch.randint(0, targets.numel(), (popular,), device=device)]
     share = popular / num_negatives
     counts = torch.bincount(targets, minlength=num_items).to(torch.float32)[:num_items]
-    q = (1.0 - share) / num_items + share * counts / max(targets.numel(), 1)
+    q = (1.0 - share) / num_items + share * counts / targets.numel()
     return torch.cat([uniform, drawn]), torch.log(q)

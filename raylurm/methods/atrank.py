@@ -33,6 +33,7 @@ from raylurm.config import typed_config
 from raylurm.losses.sampled_sigmoid import sampled_sigmoid
 from raylurm.losses.next_item import catalogue_softmax, mixed_negatives
 from raylurm.losses.sampled_softmax import sampled_softmax
+from raylurm.methods.sasrec import latest
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad
 
@@ -92,8 +93,9 @@ class ATRankConfig:
     recency_bias: Annotated[bool, Field(description=(
         "target network: add -γ_k · (events between l and the prediction point) to space k's attention logits, γ_k >= 0 learned"))] = False
     # a choice: the paper's encoding has no order but time buckets, and with time counted from the previous event
-    # (one pass) nothing marks which events are the latest; a learned embedding of the event's position in the window (0 = the oldest encoded event, as the
-    # sasrec baseline's) added to the behaviour encoding gives the causal self-attention the order. "none" = the paper
+    # (one pass) nothing marks which events are the latest; a learned embedding of the event's position in the window
+    # (0 = the oldest encoded event, as the sasrec baseline's) added to the behaviour encoding gives the causal
+    # self-attention the order. "none" = the paper
     positions: Annotated[Literal["window", "none"], Field(description=(
         '"window": add a learned embedding of each event\'s position in the encoded window (0 = oldest); "none": the paper'))] = "window"
     # a choice: the target network reads the history only through a candidate-weighted average, which blurs the latest
@@ -254,12 +256,6 @@ def evaluating(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
-
-
-def latest(h: Tensor, mask: Tensor) -> Tensor:
-    """The state at each row's last unmasked position (masks are prefixes; an empty row: position 0): (B, L, H) -> (B, H)."""
-    last = (mask.sum(dim=1) - 1).clamp_min(0)  # (B,)
-    return h[torch.arange(h.shape[0], device=h.device), last]
 
 
 def next_item_cut(lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -509,8 +505,8 @@ class ATRank(nn.Module):
         item_losses, behavior_losses, readout_losses = [], [], []
         readout = self.config.readout_softmax_weight > 0
         if readout:  # the catalogue's read-out side [c_i ; b_i], once for the step
-            catalogue = torch.cat([*self.candidates(torch.arange(1, self.num_items + 1, device=items.device))[0:1],
-                                   self.item_bias.weight[1:]], dim=1)  # (C, H + 1)
+            vectors, biases = self.candidates(torch.arange(1, self.num_items + 1, device=items.device))  # (C, H), (C,)
+            catalogue = torch.cat([vectors, biases[:, None]], dim=1)  # (C, H + 1)
         for group in torch.argsort(lengths, descending=True, stable=True).tensor_split(min(TRAIN_GROUPS, max(len(lengths), 1))):
             width = int(lengths[group].max()) if len(group) else 0
             if width < 2:

@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 
 from raylurm.config import typed_config
 from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2item_losses, seq2seq_losses
-from raylurm.methods.sasrec import SASRecEncoder, random_window, window
+from raylurm.methods.sasrec import SASRecEncoder, latest, random_window, window
 from raylurm.train.batch import DataInfo
 from raylurm.train.distributed import gather_with_grad, rank
 from raylurm.train.windows import encoded_length_window
@@ -169,7 +169,7 @@ class IntentionDisentanglement(nn.Module):
         bias = self.future_bias if future else self.input_bias
         phi = self.ln_5(bias + torch.einsum("blk,bld->bkd", weights, z))  # (B, K, D)
         if self.latest_state:  # + z_t of the latest item
-            phi = phi + z[torch.arange(z.shape[0], device=z.device), valid.sum(dim=1) - 1][:, None, :]
+            phi = phi + latest(z, valid)[:, None, :]
         return phi
 
 

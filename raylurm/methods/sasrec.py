@@ -142,6 +142,12 @@ def window(items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, rever
     return torch.where(valid, items.gather(1, index), torch.zeros_like(index))  # (B, W)
 
 
+def latest(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The state at each row's last unmasked position (masks are prefixes; an empty row: position 0): (B, L, D) -> (B, D)."""
+    last = (mask.sum(dim=1) - 1).clamp(min=0)  # (B,)
+    return states[torch.arange(states.shape[0], device=states.device), last]
+
+
 def random_window(items: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per user a window of ``min(length, size)`` consecutive items at a uniform random start, left-aligned:
     -> (B, ≤ size) items and (B,) window lengths."""
@@ -221,8 +227,7 @@ class SASRec(nn.Module):
         history = self._history(batch)  # (B, L)
         z = self.states(history)  # (B, L, D)
         self.train(was_training)
-        last = ((history > 0).sum(dim=1) - 1).clamp(min=0)  # (B,)
-        return z[torch.arange(len(z), device=z.device), last]  # (B, D)
+        return latest(z, history > 0)  # (B, D)
 
     @torch.no_grad()
     def score_items(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
