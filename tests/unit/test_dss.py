@@ -443,10 +443,10 @@ def test_the_default_loss_learns_a_deterministic_successor() -> None:
 @torch.no_grad()
 def test_latest_state_adds_the_latest_items_state_to_every_intention() -> None:
     """latest_state: φ^(k) + z_t (t = the latest item), every intention; the layer's other weights unchanged."""
-    plain, residual = _model(seed=5).eval(), _model(seed=5, latest_state=True).eval()
+    plain, residual = _model(seed=5, latest_state=False).eval(), _model(seed=5, latest_state=True).eval()
     residual.load_state_dict(plain.state_dict())
     items = _batch(6)["items"]
     z, _, valid = residual._encode(items)
     latest = z[torch.arange(len(items)), valid.sum(1) - 1]  # (B, D)
     torch.testing.assert_close(residual.intentions(items), plain.intentions(items) + latest[:, None, :])
-    assert not DSSConfig().latest_state and not DSS.paper_loss["latest_state"]
+    assert DSSConfig().latest_state and not DSS.paper_loss["latest_state"] and not DSS.legacy_options["latest_state"]
