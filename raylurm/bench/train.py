@@ -7,7 +7,9 @@ Three measurements, all on this machine, in one run:
 2. **SMEN sparse vs dense**: LURM's multi-anchor module (eq. 5-6) as raylurm computes it (over
    the non-zeros only) against the dense implementation a user would otherwise write
    (materialise ``b ∈ R^{bags×D}``, ``α`` for all D interests, one einsum), forward + backward.
-3. **1 vs 2 Ray Train workers**: ``raylurm.train.fit.fit`` on a small synthetic BoI directory,
+3. **where a step's time goes**: one step of each ``--profile`` method under ``torch.profiler``, the
+   operators with the largest share of self CPU time (forward and backward together);
+4. **1 vs 2 Ray Train workers**: ``raylurm.train.fit.fit`` on a small synthetic BoI directory,
    users/s reported by the training loop (the steady-state epoch, start-up excluded).
 """
 
@@ -46,7 +48,7 @@ def _time_steps(step, steps: int) -> float:
     return statistics.median(times)
 
 
-def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
+def _setup(method: str, num_interests: int, num_items: int):
     from raylurm.methods import METHODS
 
     torch.manual_seed(0)
@@ -55,7 +57,11 @@ def method_throughput(method: str, num_interests: int, num_items: int, steps: in
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch_size = cls.Config().batch_size
     batch = collate(synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1))
+    return model, optimizer, batch, batch_size
 
+
+def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
+    model, optimizer, batch, batch_size = _setup(method, num_interests, num_items)
     targets = []
 
     def step():
@@ -71,6 +77,27 @@ def method_throughput(method: str, num_interests: int, num_items: int, steps: in
     per_step = statistics.median(targets)
     return {"method": method, "batch": batch_size, "step_s": seconds, "users_per_s": batch_size / seconds,
             "targets_per_s": per_step / seconds if per_step else None}
+
+
+def profile_step(method: str, num_interests: int, num_items: int, top: int = 6) -> dict:
+    """One training step (forward, backward, Adam) under ``torch.profiler``: the ``top`` operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, optimizer, batch, _ = _setup(method, num_interests, num_items)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(batch)["loss"].backward()
+        optimizer.step()
+
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {"method": method, "step_ms": total / 1e3,
+            "top": [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:top]]}
 
 
 def dense_multi_anchor(module, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -131,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=3_700, help="catalogue size for the sequence methods")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
     parser.add_argument("--methods", default="lurm,atrank,dss,adaptssr,sasrec", help="comma-separated methods")
+    parser.add_argument("--profile", default="sasrec,dss,atrank",
+                        help="comma-separated methods whose step is profiled ('' to skip)")
     parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to compare ('' to skip)")
     parser.add_argument("--ray-users", type=int, default=2_000, help="synthetic users for the Ray Train comparison")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
@@ -140,15 +169,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     d = int(args.interests)
     per_method = [method_throughput(m, d, args.items, args.steps) for m in args.methods.split(",") if m]
+    profiles = [profile_step(m, d, args.items) for m in args.profile.split(",") if m]
     ratio = sparse_vs_dense(d, args.steps)
     workers = [int(w) for w in args.workers.split(",") if w]
     scaling = ray_workers(workers, args.ray_users) if workers else []
-    body = _report(args, d, per_method, ratio, scaling)
+    body = _report(args, d, per_method, ratio, scaling, profiles)
     common.publish(args, SECTION, body)
     return 0
 
 
-def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dict]) -> str:
+def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dict], profiles: list[dict] = ()) -> str:
     machine = common.machine_info()
     parts = [
         *common.header(args, machine, ['torch', 'ray']),
@@ -166,6 +196,15 @@ def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dic
         "quoted in the sequence-methods issue; RecBole is not a dependency, so it is not rerun here). The sequences here are "
         "up to 50 events with the methods' own widths, so the ratio is indicative, not an equal-size match.",
         "",
+    ]
+    if profiles:
+        parts += ["**Where a step's time goes** (one profiled step, forward + backward + Adam; share of self CPU time, "
+                  "the operators with the largest shares):", "",
+                  common.markdown_table(["method", "profiled step (ms)", "largest shares (calls)"],
+                                        [[p["method"], f"{p['step_ms']:.0f}",
+                                          "; ".join(f"`{k}` {share:.0%} ({n})" for k, share, n in p["top"])]
+                                         for p in profiles]), ""]
+    parts += [
         f"**SMEN multi-anchor module (eq. 5-6), sparse vs dense**, D = {d:,}, M = 10, H = 128, "
         f"{ratio['bags']} bags / {ratio['nonzeros']} non-zeros, forward + backward: sparse {ratio['sparse_s'] * 1e3:.1f} ms, "
         f"dense {ratio['dense_s'] * 1e3:.1f} ms — **{ratio['speedup']:.0f}× faster sparse** (same outputs, checked).",
