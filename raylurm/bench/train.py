@@ -57,18 +57,24 @@ def _setup(method: str, num_interests: int, num_items: int):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch_size = cls.Config().batch_size
     batch = collate(synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1))
-    return model, optimizer, batch, batch_size
 
-
-def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
-    model, optimizer, batch, batch_size = _setup(method, num_interests, num_items)
-    targets = []
-
-    def step():
+    def step() -> dict:
+        """One training step: forward, backward, Adam; the model's outputs."""
         optimizer.zero_grad(set_to_none=True)
         out = model(batch)
         out["loss"].backward()
         optimizer.step()
+        return out
+
+    return model, step, batch_size
+
+
+def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
+    model, train_step, batch_size = _setup(method, num_interests, num_items)
+    targets = []
+
+    def step():
+        out = train_step()
         # next-item targets trained: every position (methods that report "positions"), else one per user for
         # the one-cut next-item methods; none for representation-only objectives
         targets.append(float(out["positions"]) if "positions" in out else (batch_size if hasattr(model, "score_items") else 0.0))
@@ -83,20 +89,14 @@ def profile_step(method: str, num_interests: int, num_items: int, top: int = 6) 
     """One training step (forward, backward, Adam) under ``torch.profiler``: the ``top`` operators by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer, batch, _ = _setup(method, num_interests, num_items)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        model(batch)["loss"].backward()
-        optimizer.step()
-
+    _, step, _ = _setup(method, num_interests, num_items)
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return {"method": method, "step_ms": total / 1e3,
+    return {"method": method, "self_cpu_ms": total / 1e3,  # summed over threads: CPU time, not wall time
             "top": [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:top]]}
 
 
@@ -200,8 +200,8 @@ def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dic
     if profiles:
         parts += ["**Where a step's time goes** (one profiled step, forward + backward + Adam; share of self CPU time, "
                   "the operators with the largest shares):", "",
-                  common.markdown_table(["method", "profiled step (ms)", "largest shares (calls)"],
-                                        [[p["method"], f"{p['step_ms']:.0f}",
+                  common.markdown_table(["method", "self CPU time of the step (ms)", "largest shares (calls)"],
+                                        [[p["method"], f"{p['self_cpu_ms']:.0f}",
                                           "; ".join(f"`{k}` {share:.0%} ({n})" for k, share, n in p["top"])]
                                          for p in profiles]), ""]
     parts += [

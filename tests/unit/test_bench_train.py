@@ -11,7 +11,7 @@ from raylurm.bench.train import _report, method_throughput, profile_step
 def test_profile_step_ranks_the_operators_of_one_training_step(method: str) -> None:
     result = profile_step(method, num_interests=50, num_items=40, top=4)
     shares = [share for _, share, _ in result["top"]]
-    assert result["method"] == method and result["step_ms"] > 0
+    assert result["method"] == method and result["self_cpu_ms"] > 0
     assert len(shares) == 4 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
     assert any(name in ("aten::mm", "aten::addmm", "aten::bmm") for name, _, _ in result["top"])  # the step multiplies
     assert all(calls >= 1 for _, _, calls in result["top"])
@@ -28,7 +28,7 @@ def test_report_has_the_profile_table() -> None:
         items, steps = 40, 1
         command = "python -m raylurm.bench train"
 
-    profile = {"method": "sasrec", "step_ms": 12.0, "top": [("aten::mm", 0.5, 3)]}
+    profile = {"method": "sasrec", "self_cpu_ms": 12.0, "top": [("aten::mm", 0.5, 3)]}
     row = {"method": "sasrec", "batch": 2, "step_s": 0.1, "users_per_s": 20.0, "targets_per_s": 200.0}
     ratio = {"bags": 1, "nonzeros": 2, "sparse_s": 0.01, "dense_s": 0.1, "speedup": 10.0}
     text = _report(Args(), 50, [row], ratio, [], [profile])
