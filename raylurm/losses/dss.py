@@ -27,7 +27,8 @@ def _masked(logits: torch.Tensor, candidate_mask: torch.Tensor | None, dim: int)
 
 
 def seq2item_losses(intentions: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor,
-                    candidate_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+                    candidate_mask: torch.Tensor | None = None, scale: float | None = None,
+                    over: str = "pairs") -> torch.Tensor:
     """Per-sample seq2item loss, DSS eq. 5-6 (in-batch next items as the candidates).
 
     ``L_s2i(u, t) = −ln [max_k exp(h_{t+1}·φ^(k)(x_{1:t})/√D)
@@ -46,20 +47,25 @@ def seq2item_losses(intentions: torch.Tensor, candidates: torch.Tensor, targets:
     scores = torch.einsum("bkd,nd->bnk", intentions, candidates) * scale  # (B, N, K)
     positive = scores[torch.arange(scores.shape[0], device=scores.device), targets].amax(dim=-1)  # (B,)
     scores = _masked(scores, candidate_mask, dim=1)
+    if over == "items":  # each candidate's best intention, as a ranking by max_k scores it
+        return torch.logsumexp(scores.amax(dim=-1), dim=1) - positive  # (B,)
     return torch.logsumexp(scores.flatten(1), dim=1) - positive  # (B,)
 
 
 def catalogue_seq2item_losses(intentions: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                              max_elements: int = CATALOGUE_ELEMENTS, scale: float | None = None) -> torch.Tensor:
+                              max_elements: int = CATALOGUE_ELEMENTS, scale: float | None = None,
+                              over: str = "pairs") -> torch.Tensor:
     """Per-sample seq2item loss of eq. 5-6 with the whole catalogue as the candidates.
 
-    ``L(u, t) = −ln [max_k exp(h_{x_{t+1}}·φ^(k)/√D) / Σ_{j ∈ catalogue} Σ_{k'} exp(h_j·φ^(k')/√D)]``,
+    ``L(u, t) = −ln [max_k exp(h_{x_{t+1}}·φ^(k)/√D) / Σ_{j ∈ catalogue} Σ_{k'} exp(h_j·φ^(k')/√D)]``
+    (``over="pairs"``, the paper); ``over="items"`` normalises by ``Σ_j max_k exp(h_j·φ^(k)/√D)``,
+    the cross-entropy of the ``max_k`` score the ranking uses;
     at most ``max_elements`` scores (B × C × K) held at once (the fused
     :func:`raylurm.losses.next_item.catalogue_cross_entropy`). intentions (B, K, D), items (C, D),
     targets (B,) in [0, C) -> (B,).
     """
     scale = 1.0 / math.sqrt(intentions.shape[-1]) if scale is None else scale  # the paper's 1/√D by default
-    return catalogue_cross_entropy(intentions, items, targets, scale, max_elements)
+    return catalogue_cross_entropy(intentions, items, targets, scale, max_elements, over=over)
 
 
 def seq2seq_losses(intentions: torch.Tensor, future_intentions: torch.Tensor, targets: torch.Tensor,

@@ -36,7 +36,11 @@ KEPT_SOFTMAX_ELEMENTS = 1 << 28
 
 
 class _CatalogueCrossEntropy(torch.autograd.Function):
-    """Fused, chunked ``logsumexp_{r,c}(s) - max_r s[·, r, target]`` with ``s = scale · q_r·e_c``.
+    """Fused, chunked cross-entropy over the catalogue for R queries per row, ``s = scale · q_r·e_c``.
+
+    ``over="pairs"``: ``logsumexp_{r,c}(s) - max_r s[·, r, target]`` (DSS's eq. 5-6: the normaliser
+    runs over every (query, item) pair); ``over="items"``: ``logsumexp_c(max_r s) - max_r s[·, r, target]``,
+    the cross-entropy of each item's best-query score (the score a ranking uses). Equal for R = 1.
 
     The forward pass keeps the per-row log-normaliser, the winning query and, when ``keep``, each
     chunk's softmax; the backward pass uses that softmax (or recomputes the chunk's logits once)
@@ -44,24 +48,36 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
     large-vocabulary language models: no autograd graph over the logits is built."""
 
     @staticmethod
-    def forward(ctx, queries, items, targets, scale, chunk, keep):
+    def _logits(q, items, scale, over):
+        """(b, R, D) -> the chunk's logits over which the softmax runs: (b, R·C) pairs, or (b, C) best
+        query per item with its winner (b, C) (``None`` for pairs)."""
+        b, r, d = q.shape
+        logits = (q.reshape(-1, d) @ items.T).mul_(scale).view(b, r, items.shape[0])  # (b, R, C)
+        if over == "pairs":
+            return logits.view(b, -1), None
+        return logits.max(dim=1)  # (b, C) values, (b, C) winning query
+
+    @staticmethod
+    def forward(ctx, queries, items, targets, scale, chunk, keep, over):
         n, r, d = queries.shape
-        c = items.shape[0]
         lse, positive, best = queries.new_empty(n), queries.new_empty(n), torch.empty(n, dtype=torch.long, device=queries.device)
-        kept = []  # each chunk's softmax, when ``keep``: the backward pass then needs no recomputation
+        kept = []  # each chunk's softmax (and winners), when ``keep``: the backward pass then needs no recomputation
         for start in range(0, n, chunk):
             q, t = queries[start:start + chunk], targets[start:start + chunk]
-            logits = (q.reshape(-1, d) @ items.T).mul_(scale).view(len(q), r, c)  # (b, R, C)
-            pos, k = logits[torch.arange(len(q), device=q.device), :, t].max(dim=1)  # (b,) max over the R queries
-            flat = logits.view(len(q), r * c)
+            rows = torch.arange(len(q), device=q.device)
+            flat, winner = _CatalogueCrossEntropy._logits(q, items, scale, over)
+            if winner is None:
+                pos, k = flat.view(len(q), r, -1)[rows, :, t].max(dim=1)  # (b,) max over the R queries
+            else:
+                pos, k = flat[rows, t], winner[rows, t]
             top = flat.amax(dim=1, keepdim=True)  # normalise in place (no copy of the logits)
             total = flat.sub_(top).exp_().sum(dim=1, keepdim=True)
             lse[start:start + chunk] = total[:, 0].log() + top[:, 0]
             positive[start:start + chunk], best[start:start + chunk] = pos, k
             if keep:
-                kept.append(flat.div_(total))
+                kept.append((flat.div_(total), winner))
         ctx.save_for_backward(queries, items, targets, lse, best)
-        ctx.scale, ctx.chunk, ctx.kept = scale, chunk, kept
+        ctx.scale, ctx.chunk, ctx.kept, ctx.over = scale, chunk, kept, over
         return lse - positive
 
     @staticmethod
@@ -76,30 +92,38 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             q, t = queries[start:start + chunk], targets[start:start + chunk]
             b = len(q)
+            rows = torch.arange(b, device=q.device)
             if ctx.kept:
-                p = ctx.kept[start // chunk]  # softmax over every (query, item), from the forward pass
+                p, winner = ctx.kept[start // chunk]  # the softmax, from the forward pass
             else:
-                p = (q.reshape(-1, d) @ items.T).mul_(scale).view(b, r * c)  # the chunk's logits, recomputed
-                p.sub_(lse[start:start + chunk, None]).exp_()  # softmax over every (query, item)
-            p.view(b, r, c)[torch.arange(b, device=q.device), best[start:start + chunk], t] -= 1.0  # - onehot
-            p.mul_(grad[start:start + chunk, None] * scale)
-            p = p.view(b * r, c)
+                p, winner = _CatalogueCrossEntropy._logits(q, items, scale, ctx.over)  # the chunk's logits, recomputed
+                p.sub_(lse[start:start + chunk, None]).exp_()  # the softmax
+            if winner is None:  # over every (query, item)
+                p.view(b, r, c)[rows, best[start:start + chunk], t] -= 1.0  # - onehot
+            else:  # over items: each item's gradient goes to its winning query only
+                p[rows, t] -= 1.0
+                p = torch.zeros(b, r, c, dtype=p.dtype, device=p.device).scatter_(1, winner[:, None, :], p[:, None, :])
+            p.mul_(grad[start:start + chunk, None].view(b, *(1,) * (p.ndim - 1)) * scale)
+            p = p.reshape(b * r, c)
             if grad_queries is not None:
                 grad_queries[start:start + chunk] = (p @ items).view(b, r, d)
             if grad_items is not None:
                 grad_items.addmm_(p.T, q.reshape(-1, d))
         ctx.kept = []
-        return grad_queries, grad_items, None, None, None, None
+        return grad_queries, grad_items, None, None, None, None, None
 
 
 def catalogue_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
-                            max_elements: int = FULL_SOFTMAX_ELEMENTS, keep_elements: int = KEPT_SOFTMAX_ELEMENTS) -> torch.Tensor:
+                            max_elements: int = FULL_SOFTMAX_ELEMENTS, keep_elements: int = KEPT_SOFTMAX_ELEMENTS,
+                            over: str = "pairs") -> torch.Tensor:
     """Per-row full softmax over the catalogue for one or several queries per row -> (N,).
 
     ``queries`` (N, D) or (N, R, D), ``items`` (C, D), ``targets`` (N,) in [0, C):
     ``loss_n = log Σ_{r,c} exp(scale·q_{n,r}·e_c) - max_r scale·q_{n,r}·e_{target_n}`` — with R = 1
     the cross-entropy of ``scale · q·Eᵀ``; with R = K intentions DSS's eq. 5-6 over the whole
-    catalogue. Logits are computed ``max_elements`` at a time; when all of them number at most
+    catalogue. ``over="items"`` normalises over items instead of (query, item) pairs:
+    ``log Σ_c exp(max_r scale·q_{n,r}·e_c) - max_r scale·q_{n,r}·e_{target_n}``, the cross-entropy
+    of the best-query score a ranking by ``max_r`` uses (the same for R = 1). Logits are computed ``max_elements`` at a time; when all of them number at most
     ``keep_elements`` their softmax is kept for the backward pass, else each chunk is recomputed
     there (memory bounds only: the values and gradients depend on neither)."""
     if queries.ndim == 2:
@@ -110,12 +134,14 @@ def catalogue_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets:
         raise ValueError(f"targets must be (N,) = ({queries.shape[0]},), got {tuple(targets.shape)}")
     if max_elements < 1:
         raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    if over not in ("pairs", "items"):
+        raise ValueError(f'over must be "pairs" or "items", got {over!r}')
     if queries.shape[0] == 0:
         return queries.sum(dim=(1, 2)) * 0.0 + items.sum() * 0.0
     per_row = max(1, queries.shape[1] * items.shape[0])
     chunk = max(1, max_elements // per_row)
     keep = torch.is_grad_enabled() and queries.shape[0] * per_row <= keep_elements  # memory for one recomputation fewer
-    return _CatalogueCrossEntropy.apply(queries.contiguous(), items.contiguous(), targets, float(scale), chunk, keep)
+    return _CatalogueCrossEntropy.apply(queries.contiguous(), items.contiguous(), targets, float(scale), chunk, keep, over)
 
 
 def catalogue_softmax(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,

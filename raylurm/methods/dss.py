@@ -65,6 +65,11 @@ class DSSConfig:
     # "unit" (h·φ, the scorer's own scores) learns (top-1 0.34). "sqrt_d" (eq. 5-6) is in paper_loss
     seq2item_temperature: Annotated[Literal["unit", "sqrt_d"], Field(description=(
         'seq2item logits: "unit" h·φ; "sqrt_d" h·φ/√D as eq. 5-6'))] = "unit"
+    # eq. 5-6 normalise over every (item, intention) pair while the numerator and the ranking take each item's best
+    # intention: the K-1 other intentions' scores of the target are pushed down like a negative's. "items" is the
+    # cross-entropy of the ranking's own score, max_k h_j·φ^(k)
+    seq2item_normaliser: Annotated[Literal["pairs", "items"], Field(description=(
+        'seq2item denominator: "pairs" Σ_j Σ_k exp(h_j·φ^(k)) (eq. 6); "items" Σ_j max_k exp(h_j·φ^(k))'))] = "pairs"
     max_length: Annotated[int | None, Field(ge=1, description=(
         "positions encoded (default: info.max_sequence_length)"))] = None  # paper: 200 ML, 50 Amazon
     # a choice (the module docstring): every position trains; "one_cut" is the paper's sampling
@@ -184,11 +189,13 @@ class DSS(nn.Module):
     Config = DSSConfig
     # the paper's training (§4.2: one cut per user, in-batch seq2item candidates, positions from the latest): an ablation row
     paper_loss = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                  "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False}
+                  "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False,
+                  "seq2item_normaliser": "pairs"}
 
     # what checkpoints written before these options existed were trained with (raylurm.train.checkpoint.build_model)
     legacy_options = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False}
+                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False,
+                  "seq2item_normaliser": "pairs"}
 
     @property
     def _seq2item_scale(self) -> float:
@@ -258,7 +265,7 @@ class DSS(nn.Module):
         trained = targets > 0  # (B, W)
         phi = self.every_prefix(inputs)  # (B, W, K, D) φ(x_{1:t})
         seq2item = catalogue_seq2item_losses(phi[trained], self.item_embedding.weight[1:], targets[trained] - 1,
-                                             scale=self._seq2item_scale)
+                                             scale=self._seq2item_scale, over=self.config.seq2item_normaliser)
         seq2item = seq2item.mean() if seq2item.numel() else phi.sum() * 0.0
         out = {"seq2item": seq2item.detach(), "positions": trained.sum().float()}
         seq2seq = torch.zeros((), device=items.device)
@@ -308,11 +315,12 @@ class DSS(nn.Module):
         next_items = torch.where(valid, items.gather(1, cut[:, None].clamp(max=items.shape[1] - 1))[:, 0], 0)
         if self.config.seq2item_candidates == "catalogue":
             seq2item = catalogue_seq2item_losses(phi[valid], self.item_embedding.weight[1:], next_items[valid] - 1,
-                                                 scale=self._seq2item_scale)
+                                                 scale=self._seq2item_scale, over=self.config.seq2item_normaliser)
             seq2item = seq2item.sum() / valid.sum().clamp(min=1)
         else:
             h = gather_with_grad(self.item_embedding(next_items))  # (N, D) h_{t'+1}
-            seq2item = seq2item_losses(phi[valid], h, targets[valid], candidate_mask, scale=self._seq2item_scale).sum() / valid.sum().clamp(min=1)
+            seq2item = seq2item_losses(phi[valid], h, targets[valid], candidate_mask, scale=self._seq2item_scale,
+                                       over=self.config.seq2item_normaliser).sum() / valid.sum().clamp(min=1)
         out = {"seq2item": seq2item.detach()}
         seq2seq = torch.zeros((), device=items.device)
         if self.config.selection_fraction > 0:

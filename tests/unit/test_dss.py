@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from raylurm.config import from_dict
 from raylurm.losses.dss import catalogue_seq2item_losses, select_smallest, seq2item_losses, seq2seq_losses
@@ -313,6 +314,20 @@ def test_catalogue_seq2item_is_eq_6_over_every_item() -> None:
         torch.testing.assert_close(grads[1], want[1])
 
 
+def test_seq2item_over_items_normalises_by_each_items_best_intention() -> None:
+    g = torch.Generator().manual_seed(6)
+    phi = torch.randn(7, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 9, (7,), generator=g)
+    want = F.cross_entropy(torch.einsum("bkd,cd->bck", phi, items).amax(dim=-1), targets, reduction="none")
+    in_batch = seq2item_losses(phi, items, targets, torch.ones(9, dtype=torch.bool), scale=1.0, over="items")
+    catalogue = catalogue_seq2item_losses(phi, items, targets, scale=1.0, over="items")
+    torch.testing.assert_close(in_batch, want)
+    torch.testing.assert_close(catalogue, want)
+    pairs = catalogue_seq2item_losses(phi, items, targets, scale=1.0)
+    assert (pairs > catalogue).all()  # eq. 6's normaliser adds the K-1 other intentions of every item
+
+
 @pytest.mark.parametrize("latest_state", [False, True])
 @torch.no_grad()
 def test_every_prefix_equals_each_prefix_encoded_alone(latest_state: bool) -> None:
@@ -380,8 +395,9 @@ def test_all_positions_seq2seq_pairs_each_cut_with_its_reversed_future(monkeypat
             torch.testing.assert_close(seen["candidates"][int(seen["targets"][row])], expected_future, atol=1e-5, rtol=1e-5)
 
 
-def test_all_positions_trains_every_position_with_finite_loss_and_all_gradients() -> None:
-    model = _model()
+@pytest.mark.parametrize("normaliser", ["pairs", "items"])
+def test_all_positions_trains_every_position_with_finite_loss_and_all_gradients(normaliser: str) -> None:
+    model = _model(seq2item_normaliser=normaliser)
     batch = _batch()
     out = model(batch)
     assert float(out["positions"]) == float((batch["lengths"].clamp(max=INFO.max_sequence_length + 1) - 1).sum())
