@@ -19,6 +19,18 @@ def write_parquet(path: Path, columns: dict[str, list], schema: pa.Schema | None
     return path
 
 
+def training_batch(model, table, seed: int = 0) -> dict:
+    """``collate(table)`` plus what the training loop adds for ``model`` (LURM's event-level views)."""
+    from raylurm.train.batch import collate
+    from raylurm.train.views import synthetic_views
+
+    batch = collate(table)
+    config = getattr(model, "config", None)
+    if getattr(config, "views", None) == "events":
+        batch.update(synthetic_views(table, model.anchors.interest.num_embeddings, model.scales, config.min_window_fraction, seed))
+    return batch
+
+
 def train_steps(model, batch: dict, steps: int, lr: float) -> list[float]:
     """Adam on one fixed batch for ``steps`` steps; the loss of every step (for overfit tests)."""
     import torch

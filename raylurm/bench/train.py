@@ -56,10 +56,18 @@ def _setup(method: str, num_interests: int, num_items: int):
     model = cls(cls.Config(), _info(num_interests, num_items))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch_size = cls.Config().batch_size
-    batch = collate(synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1))
+    table = synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1)
+    batch = collate(table)
+    views = None  # LURM's event-level views are drawn on the worker every step: part of the step's time
+    if getattr(model.config, "views", None) == "events":
+        from raylurm.train.views import synthetic_event_views
+
+        views = synthetic_event_views(table, num_interests, model.scales, model.config.min_window_fraction)
 
     def step() -> dict:
-        """One training step: forward, backward, Adam; the model's outputs."""
+        """One training step (with LURM: drawing its two views): forward, backward, Adam; the model's outputs."""
+        if views is not None:
+            batch.update(views(table))
         optimizer.zero_grad(set_to_none=True)
         out = model(batch)
         out["loss"].backward()

@@ -170,14 +170,20 @@ def _bags(scale: str, events: pa.Table, item: np.ndarray, starts: np.ndarray) ->
     keep = np.repeat(item >= 0, pc.list_value_length(ids_col).to_numpy(zero_copy_only=False))
     interest = pc.list_flatten(ids_col).to_numpy()[keep]
     weight = pc.list_flatten(w_col).to_numpy()[keep]
-    order = np.lexsort((interest, period, user_of))
-    user_of, period, interest, weight = user_of[order], period[order], interest[order], weight[order]
+    return _nest(scale, *bag_entries(user_of, period, interest, weight), n_users)
+
+
+def bag_entries(user: np.ndarray, period: np.ndarray, interest: np.ndarray,
+                weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eq. 4 on (user, period, interest, weight) rows, one per event and interest of its item ->
+    the distinct (user, period, interest) sorted in that order, with ``log(1 + Σ weight)`` (float32)."""
+    order = np.lexsort((interest, period, user))
+    user, period, interest, weight = user[order], period[order], interest[order], weight[order]
     new = np.ones(len(order), dtype=bool)
-    new[1:] = (user_of[1:] != user_of[:-1]) | (period[1:] != period[:-1]) | (interest[1:] != interest[:-1])
+    new[1:] = (user[1:] != user[:-1]) | (period[1:] != period[:-1]) | (interest[1:] != interest[:-1])
     first = np.flatnonzero(new)
     counts = np.add.reduceat(weight.astype(np.float64), first) if len(first) else np.zeros(0)
-    values = np.log1p(counts).astype(np.float32)  # eq. 4
-    return _nest(scale, user_of[first], period[first], interest[first].astype(np.int32), values, n_users)
+    return user[first], period[first], interest[first].astype(np.int32), np.log1p(counts).astype(np.float32)
 
 
 def _sequences(events: pa.Table, item: np.ndarray, starts: np.ndarray, max_length: int, earlier: bool = False) -> dict:

@@ -92,7 +92,7 @@ def fit(boi_dir: Path, train: TrainConfig, overrides: Sequence[str] = (), name: 
     window = training_window(METHODS[train.method], model_config, info, boi_dir)
     loop_config = {"train": dataclasses.asdict(train), "windows": window, "method": train.method, "method_config": to_dict(model_config),
                    "info": dataclasses.asdict(info), "split": split,
-                   "validation_boi": str(boi_dir) if split else None,  # a split's run validates every epoch
+                   "boi_dir": str(boi_dir), "validation_boi": str(boi_dir) if split else None,  # a split's run validates every epoch
                    "fault_marker": fault_marker or str(storage / name / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,

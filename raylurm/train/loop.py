@@ -83,6 +83,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     step = state.get("step", 0)
     module = model.module if hasattr(model, "module") else model
+    inputs = _training_inputs(config, model_config, info, train.seed, rank, state.get("epoch", 0))
     tracker = _Tracker(config, train, state.get("meta", {}), module, info, rank)
     if state.get("meta", {}).get("stopped_early"):
         log.info("the run stopped early at epoch %d (best: epoch %s); nothing to train", state["epoch"], state["meta"].get("best_epoch"))
@@ -91,7 +92,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         started, losses = time.perf_counter(), []
         for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=True,
                                         local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=train.seed + epoch):
-            losses.append(_step(model, optimizer, collate(table, () if config.get("windows") else info.scales)))
+            batch = collate(table, () if config.get("windows") else info.scales)
+            if inputs is not None:
+                batch.update(inputs(table))
+            losses.append(_step(model, optimizer, batch))
             step += 1
             _maybe_inject_fault(train, rank, step, config)
             if train.max_steps_per_epoch and len(losses) >= train.max_steps_per_epoch:
@@ -170,21 +174,32 @@ def _broadcast_name(name: str | None) -> str | None:
     return _broadcast_values({"name": name})["name"]
 
 
-def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
+def _training_inputs(config: dict, model_config, info: DataInfo, seed: int, rank: int, epoch: int):
+    """The method's per-batch additions (e.g. LURM's event-level views), seeded per run, rank and starting epoch."""
+    hook = getattr(_method(config["method"]), "training_inputs", None)
+    if hook is None or not config.get("boi_dir"):
+        return None
+    return hook(model_config, info, config["boi_dir"], seed=int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
+
+
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One optimiser step -> the model's scalar outputs (``loss`` and what it reports beside it)."""
     device = next(model.parameters()).device
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out = model(batch)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     optimizer.step()
-    return float(out["loss"].detach())
+    return {k: float(v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
 
 
-def _epoch_metrics(epoch: int, step: int, losses: list[float], started: float, batch_size: int, world: int) -> dict:
+def _epoch_metrics(epoch: int, step: int, steps: list[dict[str, float]], started: float, batch_size: int, world: int) -> dict:
+    """The epoch's means of every step output (``loss`` first), counts and throughput."""
     seconds = time.perf_counter() - started
-    return {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
-            "batches": len(losses), "epoch_seconds": seconds,
-            "users_per_second": len(losses) * batch_size * world / seconds if seconds > 0 else 0.0}
+    means = {k: float(np.mean([s[k] for s in steps if k in s])) for k in dict.fromkeys(k for s in steps for k in s)}
+    return {"epoch": epoch + 1, "step": step, "loss": means.pop("loss", float("nan")), **means,
+            "batches": len(steps), "epoch_seconds": seconds,
+            "users_per_second": len(steps) * batch_size * world / seconds if seconds > 0 else 0.0}
 
 
 def _restore(model: torch.nn.Module) -> dict:

@@ -79,7 +79,7 @@ def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
     trial_dir = Path(context.get_trial_dir())
     trial_storage = _join(setup.experiment_path, trial_dir.name)
     loop_config = {"train": dataclasses.asdict(train), "windows": setup.windows, "method": setup.method, "method_config": to_dict(model_config),
-                   "info": dataclasses.asdict(info), "split": setup.split, "fault_marker": str(trial_dir / ".fault-injected")}
+                   "info": dataclasses.asdict(info), "split": setup.split, "boi_dir": setup.boi, "fault_marker": str(trial_dir / ".fault-injected")}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -21,6 +21,9 @@ def test_every_method_trains_with_two_workers(boi_dir, tmp_path, method):
     result = fit(boi_dir, train, overrides=[], name=f"t-{method}", storage_path=str(tmp_path))
     assert result.error is None
     assert math.isfinite(result.metrics["loss"]) and result.metrics["step"] == 3
+    if method == "lurm":  # its views are drawn from the events on the workers (raylurm.train.views), reported per epoch
+        assert 0.0 <= result.metrics["identical_views"] <= 1.0
+        assert result.metrics["loss_chance"] == pytest.approx(math.log(2 * 16 - 1))  # 2 workers x 8 users gathered
     meta = read_meta(result.checkpoint.path)
     assert meta["method"] == method and meta["vocabulary_hash"] == read_vocab_hash(boi_dir)
     model, _ = load_model(result.checkpoint.path)

@@ -9,7 +9,8 @@ import torch
 
 from raylurm.methods import METHODS
 from raylurm.train import checkpoint as ckpt
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, synthetic_rows
+from tests.helpers import training_batch
 
 INFO = DataInfo(num_interests=50, num_items=40, num_behaviors=3, scales=("month", "year"), max_sequence_length=12,
                 item_category=tuple(i % 4 for i in range(40)), num_categories=4, vocabulary_hash="abc123")
@@ -20,7 +21,7 @@ def test_round_trip_gives_identical_embeddings(tmp_path, method):
     torch.manual_seed(0)
     cls = METHODS[method]
     model = cls(cls.Config(), INFO)
-    batch = collate(synthetic_rows(6, INFO.num_interests, INFO.num_items, seed=1))
+    batch = training_batch(model, synthetic_rows(6, INFO.num_interests, INFO.num_items, seed=1))
     model.train()
     model(batch)["loss"].backward()  # a training step changes nothing about what is saved, but exercises the path
     model.eval()

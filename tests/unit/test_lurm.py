@@ -15,6 +15,7 @@ from raylurm.losses import info_nce
 from raylurm.methods.lurm import LURM, LURMConfig, _random_window, sample_windows
 from raylurm.train.batch import DataInfo, collate, synthetic_rows
 from raylurm.train.distributed import gather_with_grad
+from raylurm.train.views import EventViews, ItemInterests
 from tests.helpers import train_steps
 
 NUM_INTERESTS = 40
@@ -26,8 +27,18 @@ SMALL = dict(num_anchors=3, hidden_dim=8)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
+# item i -> interest i % NUM_INTERESTS (the event-level views count the events of synthetic_rows' sequences)
+INTERESTS = ItemInterests(pa.array([[i % NUM_INTERESTS] for i in range(30)], pa.list_(pa.int32())),
+                          pa.array([[1.0]] * 30, pa.list_(pa.float32())))
+
+
+def _with_views(table: pa.Table, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Collated rows plus the two event-level views the training loop adds (LURM.training_inputs)."""
+    return {**collate(table), **EventViews(INTERESTS, ("month", "year"), 0.5, seed=seed)(table)}
+
+
 def _batch(num_users: int = 6, seed: int = 0, **kwargs) -> dict[str, torch.Tensor]:
-    return collate(synthetic_rows(num_users, NUM_INTERESTS, 30, seed=seed, **kwargs))
+    return _with_views(synthetic_rows(num_users, NUM_INTERESTS, 30, seed=seed, **kwargs), seed)
 
 
 def _model(seed: int = 0, **config) -> LURM:
@@ -182,10 +193,19 @@ def test_default_model_loss_and_gradients() -> None:
     model = LURM(LURMConfig(), INFO)
     assert model.representation_dim == 1280
     out = model(_batch(8))
-    assert torch.isfinite(out["loss"]) and out["loss"].ndim == 0 and 0 < out["window_kept_fraction"] <= 1
+    assert torch.isfinite(out["loss"]) and out["loss"].ndim == 0 and 0 <= out["identical_views"] < 1
+    assert float(out["loss_chance"]) == pytest.approx(math.log(15))  # 2n - 1 candidates besides the anchor
     out["loss"].backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_calendar_windows_remain_an_option() -> None:
+    torch.manual_seed(0)
+    model = LURM(LURMConfig(views="calendar"), INFO)
+    out = model(collate(synthetic_rows(8, NUM_INTERESTS, 30)))  # the whole-history bags only
+    assert torch.isfinite(out["loss"]) and 0 < out["window_kept_fraction"] <= 1 and "identical_views" not in out
+    assert LURM.training_inputs(model.config, INFO, "/nonexistent") is None  # nothing to add to the batch
 
 
 def test_overfits_one_tiny_batch() -> None:
@@ -245,8 +265,12 @@ def test_users_without_bags_at_a_scale() -> None:
     table = _without_bags(_without_bags(synthetic_rows(4, NUM_INTERESTS, 30, seed=5), 1, "month"), 2, "year")
     table = _without_bags(_without_bags(table, 3, "month"), 3, "year")  # user 3: no history at all
     batch = collate(table)
+    empty = {**batch, **EventViews(INTERESTS, ("month", "year"), 0.5)(table.set_column(
+        table.schema.get_field_index("items"), "items", pa.array([[1, 2], [3], [4, 5, 6], []], pa.list_(pa.int32()))
+    ).set_column(table.schema.get_field_index("timestamps"), "timestamps",
+                 pa.array([[1_500_000_000, 1_600_000_000], [1_500_000_000], [1_500_000_000] * 3, []], pa.list_(pa.int64()))))}
     model = _model()
-    out = model(batch)
+    out = model(empty)  # user 3 has no event: both views are empty
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raylurm.methods import METHODS
-from raylurm.train.batch import DataInfo, collate, synthetic_rows
+from raylurm.train.batch import DataInfo, synthetic_rows
+from tests.helpers import training_batch
 from raylurm.tune import sweeps
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "tune_configs").glob("*.py"))
@@ -25,7 +26,7 @@ def test_the_required_sweeps_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_sampled_config_builds_and_trains(path):
     sweep = sweeps.load(path)
-    batch = collate(synthetic_rows(16, INFO.num_interests, INFO.num_items, seed=1))
+    table = synthetic_rows(16, INFO.num_interests, INFO.num_items, seed=1)
     rng = np.random.default_rng(0)
     for method, space in sweep.methods.items():
         for _ in range(3):
@@ -33,6 +34,7 @@ def test_every_sampled_config_builds_and_trains(path):
             values.pop("batch_size", None)  # a training option, not a model shape
             torch.manual_seed(0)
             model = METHODS[method](sweeps.method_config(method, values), INFO)
+            batch = training_batch(model, table)
             loss = model(batch)["loss"]
             loss.backward()
             assert math.isfinite(float(loss.detach())), (path.stem, method, values)
