@@ -33,9 +33,9 @@ def training_batch(model, table, seed: int = 0) -> dict:
 
 def train_steps(model, batch: dict, steps: int, lr: float) -> list[float]:
     """Adam on one fixed batch for ``steps`` steps; the loss of every step (for overfit tests)."""
-    import torch
+    from raylurm.train.optim import Adam
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = Adam(model, lr=lr)  # the training loop's: lazy Adam on sparse-gradient tables
     losses = []
     for _ in range(steps):
         loss = model(batch)["loss"]

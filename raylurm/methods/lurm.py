@@ -51,6 +51,10 @@ class LURMConfig:
     # not in the paper (it gives no window law): a view's length is uniform on [f·n, n] events (or periods of the span)
     min_window_fraction: Annotated[float, Field(
         gt=0.0, le=1.0, description="shortest positive window, as a fraction of the user's events (or span)")] = 0.5
+    # a choice (the paper says nothing of its optimiser's sparsity): with dense gradients a step zero-fills and updates
+    # the whole D x H table W^e (D = 10^5: 12.8M floats) for the few thousand interests a batch touches
+    sparse_gradients: Annotated[bool, Field(description=(
+        "W^e gets row-sparse gradients, updated by lazy Adam (torch.optim.SparseAdam) on the rows a batch touches"))] = True
     lr: Annotated[float, Field(gt=0.0, description="Adam learning rate")] = 1e-3  # §4.4
     batch_size: Annotated[int, Field(
         ge=2, description="users per batch (>= 2: the other users are the negatives)")] = 256  # §4.4
@@ -244,7 +248,7 @@ class LURM(nn.Module):
     name = "lurm"
     Config = LURMConfig
     # what checkpoints written before ``views`` existed were trained with (raylurm.train.checkpoint.build_model)
-    legacy_options = {"views": "calendar"}
+    legacy_options = {"views": "calendar", "sparse_gradients": False}
 
     @staticmethod
     def training_inputs(config: LURMConfig, info: DataInfo, boi_dir, seed: int = 0):
@@ -262,7 +266,7 @@ class LURM(nn.Module):
         if missing:
             raise ValueError(f"scales={config.scales!r} needs BoI scale(s) {missing}; the data has {list(info.scales)}")
         m, h = config.num_anchors, config.hidden_dim
-        self.anchors = MultiAnchorBoI(info.num_interests, m, h)  # eq. 5-6, shared by the scales
+        self.anchors = MultiAnchorBoI(info.num_interests, m, h, sparse=config.sparse_gradients)  # eq. 5-6, shared by the scales
         self.time = TimeAggregation(h)  # §3.2.2, shared by the anchors and the scales
         self.switch = ScaleSwitch(m, h) if len(self.scales) == 2 else None  # eq. 7
         self.head = ProjectionHead(m, h)  # eq. 8-9

@@ -24,7 +24,7 @@ from raylurm.train.batch import DataInfo
 META = "meta.json"
 
 
-def save(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, meta: dict) -> Path:
+def save(directory: str | os.PathLike, model: torch.nn.Module, optimizer, meta: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / "model.pt")

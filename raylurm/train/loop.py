@@ -39,6 +39,7 @@ from raylurm.ray_internals import PLACEMENT_GROUP_KEY, current_placement_group_i
 from raylurm.train import checkpoint as ckpt
 from raylurm.train.batch import DataInfo, collate
 from raylurm.train.config import TrainConfig
+from raylurm.train.optim import Adam
 from raylurm.train.validation import for_run
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model, model_config, info = build(config)
     state = _restore(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr or model_config.lr)
+    optimizer = Adam(model, lr=train.lr or model_config.lr)  # lazy Adam on sparse-gradient tables (raylurm.train.optim)
     if state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     batch_size = train.batch_size or model_config.batch_size
@@ -182,7 +183,7 @@ def _training_inputs(config: dict, model_config, info: DataInfo, seed: int, rank
     return hook(model_config, info, config["boi_dir"], seed=int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
-def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def _step(model: torch.nn.Module, optimizer: Adam, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """One optimiser step -> the model's scalar outputs (``loss`` and what it reports beside it)."""
     device = next(model.parameters()).device
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
