@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from raylurm import cli
+from raylurm.bench.common import MachineWatch
 
 #: Subcommand -> module. A module provides ``HELP`` (one line), ``add_arguments(parser)`` and
 #: ``main(args) -> int``; registering a new benchmark is one line here. Building the parser imports
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def dispatch(args: argparse.Namespace) -> int:
         args.argv = argv  # the exact command, recorded in the report
+        args.watch = MachineWatch().start()  # other processes' CPU during the run, recorded (raylurm.bench.common.publish)
         return importlib.import_module(SUBCOMMANDS[args.command]).main(args)
 
     return cli.execute(dispatch, build_parser(), argv)

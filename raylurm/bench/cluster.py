@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--years", type=int, default=3, help="years of events per user")
     parser.add_argument("--interests", type=int, default=1000, help="interest vocabulary size D")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+    common.add_report_arguments(parser)
 
 
 def _prepare(root: Path, args) -> tuple[Path, Path, dict]:

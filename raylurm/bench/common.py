@@ -247,8 +247,62 @@ def header(args, machine: dict, packages: Sequence[str]) -> list[str]:
     ]
 
 
+#: Other processes' average CPU use (in cores) above which a run's figures are not published: on a 2-core
+#: machine a quarter of a core taken by another job already moves throughput by ~10 %.
+BUSY_CORES = 0.25
+
+
+class MachineWatch:
+    """The CPU other processes use while a benchmark runs: machine busy time minus this command's process tree
+    (Ray's processes included: a local cluster's raylet and workers descend from the driver)."""
+
+    def __init__(self, interval: float = 1.0):
+        self._sampler = TreeSampler(os.getpid(), interval)
+        self._started = time.perf_counter()
+        self.other_cores: float | None = None
+
+    def start(self) -> "MachineWatch":
+        self._started = time.perf_counter()
+        self._sampler.__enter__()
+        return self
+
+    def stop(self) -> float:
+        """-> other processes' average CPU use in cores since :meth:`start` (idempotent)."""
+        if self.other_cores is None:
+            self._sampler.__exit__(None, None, None)
+            elapsed = time.perf_counter() - self._started
+            self.other_cores = self._sampler.memory.other_cpu_s / elapsed if elapsed > 0 else 0.0
+        return self.other_cores
+
+
+def add_report_arguments(parser) -> None:
+    """``--no-report`` and ``--allow-busy``, for benchmarks that publish through :func:`publish`."""
+    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help=f"publish even if other processes used more than {BUSY_CORES} cores on average during the "
+                             "run (the section then says so); by default such a run is printed, not published")
+
+
 def publish(args, section: str, body: str) -> None:
-    """Print the section and, unless ``--no-report``, replace it in ``--out``."""
+    """Print the section and, unless ``--no-report`` or a busy machine, replace it in ``--out``.
+
+    The section gets a line with the CPU other processes used during the run (``args.watch``, started by
+    ``python -m raylurm.bench``); above :data:`BUSY_CORES` the run is flagged and not published unless
+    ``--allow-busy``."""
+    watch = getattr(args, "watch", None)
+    busy = False
+    if watch is not None:
+        other = watch.stop()
+        busy = other > BUSY_CORES
+        body = body.rstrip("\n") + "\n\n" + (
+            f"Other processes used {other:.2f} cores on average during the run (machine busy CPU time minus this "
+            "command's process tree" + (f"): **a busy machine — these figures are not comparable to a quiet run's**.\n"
+                                        if busy else ").\n"))
     print(body)
-    if not args.no_report:
-        update_markdown(args.out, section, body, PREAMBLE)
+    if args.no_report:
+        return
+    if busy and not getattr(args, "allow_busy", False):
+        log.warning("not published to %s: other processes used %.2f cores on average during the run (> %.2f); rerun on a "
+                    "quiet machine, or pass --allow-busy", args.out, watch.other_cores, BUSY_CORES)
+        return
+    update_markdown(args.out, section, body, PREAMBLE)

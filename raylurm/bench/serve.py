@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size of the model deployments")
     parser.add_argument("--no-access-log", action="store_true", help="deploy without Serve's per-request access log")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+    common.add_report_arguments(parser)
 
 
 def _payloads(served, method: str, count: int) -> list[bytes]:

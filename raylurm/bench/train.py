@@ -172,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to compare ('' to skip)")
     parser.add_argument("--ray-users", type=int, default=2_000, help="synthetic users for the Ray Train comparison")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+    common.add_report_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

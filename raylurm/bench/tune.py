@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=4, help="LURM configurations in the grid (M = 1, 2, 3, …)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not touch the report file")
+    common.add_report_arguments(parser)
 
 
 def _sweep(root: Path, trials: int, epochs: int):
