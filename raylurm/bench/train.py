@@ -30,6 +30,7 @@ from raylurm.train.optim import Adam
 
 #: RecBole SASRec's training samples/s on 2 cores (length 50, d 64), measured by an earlier session (issue 16's text)
 RECBOLE_SASREC_SAMPLES_PER_S = 1_050
+BEFORE_LABEL = "lurm, before (dense W^e, calendar windows, packed GRU)"
 HELP = "training throughput: users/s per method (D = 1e5), SMEN sparse vs dense, 1 vs 2 Ray Train workers"
 SECTION = "## Training throughput (python -m raylurm.bench train)"
 
@@ -49,12 +50,39 @@ def _time_steps(step, steps: int) -> float:
     return statistics.median(times)
 
 
-def _setup(method: str, num_interests: int, num_items: int):
+#: LURM as it trained before issue 17 (dense W^e gradients and plain Adam, calendar-month windows, the GRU over one
+#: PackedSequence — :func:`packed_time_aggregation`): the "before" row
+LURM_BEFORE = {"sparse_gradients": False, "views": "calendar"}
+
+
+def packed_time_aggregation(self, r: torch.Tensor, lengths: torch.Tensor, initial_state: torch.Tensor | None = None) -> torch.Tensor:
+    """``TimeAggregation.forward`` as it was before issue 17: all B·M rows in one ``PackedSequence`` (the same
+    states; on CPU its backward zero-fills the whole packed input once per time step)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from raylurm.methods.lurm import _pad_by_user
+
+    b, (_, m, h) = lengths.numel(), r.shape
+    x = _pad_by_user(r, lengths).transpose(1, 2).reshape(b * m, -1, h)
+    steps = lengths.repeat_interleave(m)
+    state = r.new_zeros(b * m, h) if initial_state is None else initial_state.reshape(b * m, h)
+    rows = torch.nonzero(steps > 0).squeeze(1)
+    if rows.numel() == 0:
+        return state.view(b, m, h)
+    packed = pack_padded_sequence(x[rows], steps[rows].cpu(), batch_first=True, enforce_sorted=False)
+    _, last = self.gru(packed, state[rows][None].contiguous())
+    return state.index_copy(0, rows, last[0]).view(b, m, h)
+
+
+def _setup(method: str, num_interests: int, num_items: int, overrides: dict | None = None):
+    from raylurm.config import from_dict, to_dict
     from raylurm.methods import METHODS
 
     torch.manual_seed(0)
     cls = METHODS[method]
-    model = cls(cls.Config(), _info(num_interests, num_items))
+    model = cls(from_dict(cls.Config, {**to_dict(cls.Config()), **(overrides or {})}), _info(num_interests, num_items))
+    if overrides is LURM_BEFORE:
+        model.time.forward = packed_time_aggregation.__get__(model.time)
     optimizer = Adam(model, lr=1e-3)  # as the training loop: lazy Adam on sparse-gradient tables
     batch_size = cls.Config().batch_size
     table = synthetic_rows(batch_size, num_interests, num_items, max_periods=24, max_events=50, seed=1)
@@ -78,8 +106,9 @@ def _setup(method: str, num_interests: int, num_items: int):
     return model, step, batch_size
 
 
-def method_throughput(method: str, num_interests: int, num_items: int, steps: int) -> dict:
-    model, train_step, batch_size = _setup(method, num_interests, num_items)
+def method_throughput(method: str, num_interests: int, num_items: int, steps: int, overrides: dict | None = None,
+                      label: str | None = None) -> dict:
+    model, train_step, batch_size = _setup(method, num_interests, num_items, overrides)
     targets = []
 
     def step():
@@ -90,22 +119,23 @@ def method_throughput(method: str, num_interests: int, num_items: int, steps: in
 
     seconds = _time_steps(step, steps)
     per_step = statistics.median(targets)
-    return {"method": method, "batch": batch_size, "step_s": seconds, "users_per_s": batch_size / seconds,
+    return {"method": label or method, "batch": batch_size, "step_s": seconds, "users_per_s": batch_size / seconds,
             "targets_per_s": per_step / seconds if per_step else None}
 
 
-def profile_step(method: str, num_interests: int, num_items: int, top: int = 6) -> dict:
+def profile_step(method: str, num_interests: int, num_items: int, top: int = 6, overrides: dict | None = None,
+                 label: str | None = None) -> dict:
     """One training step (forward, backward, Adam) under ``torch.profiler``: the ``top`` operators by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    _, step, _ = _setup(method, num_interests, num_items)
+    _, step, _ = _setup(method, num_interests, num_items, overrides)
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return {"method": method, "self_cpu_ms": total / 1e3,  # summed over threads: CPU time, not wall time
+    return {"method": label or method, "self_cpu_ms": total / 1e3,  # summed over threads: CPU time, not wall time
             "top": [(e.key, e.self_cpu_time_total / total, e.count) for e in events[:top]]}
 
 
@@ -167,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=3_700, help="catalogue size for the sequence methods")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
     parser.add_argument("--methods", default="lurm,atrank,dss,adaptssr,sasrec", help="comma-separated methods")
-    parser.add_argument("--profile", default="sasrec,dss,atrank",
+    parser.add_argument("--profile", default="lurm,sasrec,dss,atrank",
                         help="comma-separated methods whose step is profiled ('' to skip)")
     parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to compare ('' to skip)")
     parser.add_argument("--ray-users", type=int, default=2_000, help="synthetic users for the Ray Train comparison")
@@ -177,8 +207,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     d = int(args.interests)
-    per_method = [method_throughput(m, d, args.items, args.steps) for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m]
+    per_method = [method_throughput(m, d, args.items, args.steps) for m in methods]
     profiles = [profile_step(m, d, args.items) for m in args.profile.split(",") if m]
+    if "lurm" in methods:  # the same step as LURM trained before issue 17, in the same sitting: the ratio is the figure
+        per_method.append(method_throughput("lurm", d, args.items, args.steps, LURM_BEFORE, BEFORE_LABEL))
+        if "lurm" in args.profile.split(","):
+            profiles.append(profile_step("lurm", d, args.items, overrides=LURM_BEFORE, label=BEFORE_LABEL))
     ratio = sparse_vs_dense(d, args.steps)
     workers = [int(w) for w in args.workers.split(",") if w]
     scaling = ray_workers(workers, args.ray_users) if workers else []
@@ -213,6 +248,14 @@ def _report(args, d: int, per_method: list[dict], ratio: dict, scaling: list[dic
                                         [[p["method"], f"{p['self_cpu_ms']:.0f}",
                                           "; ".join(f"`{k}` {share:.0%} ({n})" for k, share, n in p["top"])]
                                          for p in profiles]), ""]
+    now = next((r for r in per_method if r["method"] == "lurm"), None)
+    before = next((r for r in per_method if r["method"] == BEFORE_LABEL), None)
+    if now and before:
+        parts += [f"**LURM, this step vs the step it trained with before** (row-sparse W^e gradients with lazy Adam, event-"
+                  f"level views drawn on the worker, the GRU in padded length buckets; before: dense gradients over the "
+                  f"whole D × H table and plain Adam, calendar windows (one encoding of the bags shared by both views), "
+                  f"one PackedSequence through the GRU), same run: {now['users_per_s']:.0f} vs {before['users_per_s']:.0f} users/s, "
+                  f"**{now['users_per_s'] / before['users_per_s']:.1f}×**.", ""]
     parts += [
         f"**SMEN multi-anchor module (eq. 5-6), sparse vs dense**, D = {d:,}, M = 10, H = 128, "
         f"{ratio['bags']} bags / {ratio['nonzeros']} non-zeros, forward + backward: sparse {ratio['sparse_s'] * 1e3:.1f} ms, "

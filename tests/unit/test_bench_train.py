@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from raylurm.bench.train import _report, method_throughput, profile_step
 
@@ -33,3 +34,17 @@ def test_report_has_the_profile_table() -> None:
     ratio = {"bags": 1, "nonzeros": 2, "sparse_s": 0.01, "dense_s": 0.1, "speedup": 10.0}
     text = _report(Args(), 50, [row], ratio, [], [profile])
     assert "Where a step's time goes" in text and "`aten::mm` 50% (3)" in text
+
+
+def test_the_before_row_is_lurm_with_the_packed_gru_and_the_same_states() -> None:
+    """The "before" LURM step runs the old PackedSequence GRU; it computes the same representation."""
+    from raylurm.bench.train import LURM_BEFORE, _setup
+
+    old, _, _ = _setup("lurm", 50, 40, LURM_BEFORE)
+    new, _, _ = _setup("lurm", 50, 40, {"sparse_gradients": False, "views": "calendar"})
+    assert "packed_time_aggregation" in repr(old.time.forward) and "packed" not in repr(new.time.forward)
+    new.load_state_dict(old.state_dict())
+    from raylurm.train.batch import collate, synthetic_rows
+
+    batch = collate(synthetic_rows(6, 50, 40, max_periods=24, seed=5))
+    torch.testing.assert_close(old.embed(batch), new.embed(batch))

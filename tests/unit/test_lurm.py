@@ -341,3 +341,29 @@ def test_loss_is_info_nce_of_the_two_views_via_gather() -> None:
     assert h_a.shape == h_b.shape == (7, model.representation_dim)
     torch.testing.assert_close(loss, info_nce(h_a, h_b, temperature=0.1))
     assert not math.isclose(loss.item(), info_nce(h_a, h_b.roll(1, 0), temperature=0.1).item())
+
+
+def test_bucketed_gru_equals_the_packed_sequence_reference_with_gradients() -> None:
+    """TimeAggregation runs padded length buckets; a PackedSequence over all rows is the reference."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from raylurm.methods.lurm import TimeAggregation, _pad_by_user
+
+    torch.manual_seed(3)
+    module = TimeAggregation(6)
+    lengths = torch.tensor([0, 1, 2, 3, 5, 8, 9, 17, 1, 0])  # empty users, every bucket up to 32
+    r = torch.randn(int(lengths.sum()), 3, 6, requires_grad=True)  # (bags, M, H)
+    initial = torch.randn(10, 3, 6)
+    got = module(r, lengths, initial)
+    x = _pad_by_user(r, lengths).transpose(1, 2).reshape(30, -1, 6)
+    steps = lengths.repeat_interleave(3)
+    rows = torch.nonzero(steps > 0).squeeze(1)
+    packed = pack_padded_sequence(x[rows], steps[rows], batch_first=True, enforce_sorted=False)
+    _, last = module.gru(packed, initial.reshape(30, 6)[rows][None].contiguous())
+    want = initial.reshape(30, 6).index_copy(0, rows, last[0]).view(10, 3, 6)
+    torch.testing.assert_close(got, want)
+    weights = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weights).sum(), [r, *module.parameters()])
+    wants = torch.autograd.grad((want * weights).sum(), [r, *module.parameters()])
+    for g, w in zip(grads, wants):
+        torch.testing.assert_close(g, w)
