@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tune": "raylurm.bench.tune",
     "serve": "raylurm.bench.serve",
     "cluster": "raylurm.bench.cluster",
+    "history": "raylurm.bench.history",
 }
 
 
