@@ -65,11 +65,13 @@ class DSSConfig:
     # "unit" (h·φ, the scorer's own scores) learns (top-1 0.34). "sqrt_d" (eq. 5-6) is in paper_loss
     seq2item_temperature: Annotated[Literal["unit", "sqrt_d"], Field(description=(
         'seq2item logits: "unit" h·φ; "sqrt_d" h·φ/√D as eq. 5-6'))] = "unit"
-    # eq. 5-6 normalise over every (item, intention) pair while the numerator and the ranking take each item's best
-    # intention: the K-1 other intentions' scores of the target are pushed down like a negative's. "items" is the
-    # cross-entropy of the ranking's own score, max_k h_j·φ^(k)
+    # a choice, measured ("pairs" = eq. 6, in paper_loss): eq. 5-6 normalise over every (item, intention) pair while
+    # the numerator and the ranking take each item's best intention, so the K-1 other intentions' scores of the target
+    # are pushed down like a negative's. "items" is the cross-entropy of the ranking's own score max_k h_j·φ^(k). On
+    # the ML-1M split, validation NDCG@10 after epochs 1-4: items 0.019, 0.038, 0.080, 0.103; pairs 0.018, 0.024,
+    # 0.042, 0.066; the sasrec baseline 0.021, 0.044, 0.082, 0.105
     seq2item_normaliser: Annotated[Literal["pairs", "items"], Field(description=(
-        'seq2item denominator: "pairs" Σ_j Σ_k exp(h_j·φ^(k)) (eq. 6); "items" Σ_j max_k exp(h_j·φ^(k))'))] = "pairs"
+        'seq2item denominator: "pairs" Σ_j Σ_k exp(h_j·φ^(k)) (eq. 6); "items" Σ_j max_k exp(h_j·φ^(k))'))] = "items"
     max_length: Annotated[int | None, Field(ge=1, description=(
         "positions encoded (default: info.max_sequence_length)"))] = None  # paper: 200 ML, 50 Amazon
     # a choice (the module docstring): every position trains; "one_cut" is the paper's sampling

@@ -415,6 +415,7 @@ def test_checkpoints_written_before_the_options_rebuild_the_paper_model() -> Non
     model = build_model(old)
     assert (model.config.objective, model.config.seq2item_candidates, model.config.positions) == \
         ("one_cut", "in_batch", "from_latest")
+    assert model.config.seq2item_normaliser == "pairs" and DSSConfig().seq2item_normaliser == "items"
     new = {**old, "method_config": {**old["method_config"], "objective": "all_positions", "seq2item_candidates": "catalogue",
                                     "positions": "window"}}
     assert build_model(new).config.objective == "all_positions"
