@@ -189,3 +189,19 @@ def test_pretrain_cli_split_option_records_the_split(setting):
     assert set(found) == {"lurm", "atrank", "adaptssr"}, "the unsplit dss run is not a candidate"
     assert read_meta(found["adaptssr"])["split"] == split.id
     assert found["lurm"] == checkpoints["lurm"]
+
+
+def test_vocabulary_variants_are_built_on_the_split_and_scored_on_selection_users(setting):
+    """python -m raylurm.evaluate.vocabularies: each (embeddings, D) variant's BoI of the pretraining part, built once
+    (the embeddings shared by the D values of one method), and its raw BoI val_auc on the selection users."""
+    from raylurm.evaluate.vocabularies import Variant, compare, markdown
+
+    _, split, _ = setting
+    variants = [Variant("cooccurrence", 8), Variant("cooccurrence", 20)]
+    rows = compare(split, variants)
+    assert [r["num_interests"] for r in rows] == [8, 20]
+    assert all(0.0 <= r["val_auc"] <= 1.0 and "val_auc/gender" in r for r in rows)
+    assert rows[0]["vocabulary_hash"] != rows[1]["vocabulary_hash"]
+    again = compare(split, variants[:1])  # built once: read back
+    assert again[0]["vocabulary_hash"] == rows[0]["vocabulary_hash"] and again[0]["build_seconds"] < rows[0]["build_seconds"]
+    assert "| cooccurrence | 20 |" in markdown(rows)
