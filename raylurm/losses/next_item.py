@@ -123,9 +123,10 @@ def catalogue_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets:
     the cross-entropy of ``scale · q·Eᵀ``; with R = K intentions DSS's eq. 5-6 over the whole
     catalogue. ``over="items"`` normalises over items instead of (query, item) pairs:
     ``log Σ_c exp(max_r scale·q_{n,r}·e_c) - max_r scale·q_{n,r}·e_{target_n}``, the cross-entropy
-    of the best-query score a ranking by ``max_r`` uses (the same for R = 1). Logits are computed ``max_elements`` at a time; when all of them number at most
-    ``keep_elements`` their softmax is kept for the backward pass, else each chunk is recomputed
-    there (memory bounds only: the values and gradients depend on neither)."""
+    of the best-query score a ranking by ``max_r`` uses (the same for R = 1). Logits are computed
+    ``max_elements`` at a time; when all of them number at most ``keep_elements`` their softmax is
+    kept for the backward pass, else each chunk is recomputed there (memory bounds only: the values
+    and gradients depend on neither)."""
     if queries.ndim == 2:
         queries = queries[:, None, :]
     if queries.ndim != 3 or items.ndim != 2 or queries.shape[-1] != items.shape[1]:

@@ -194,10 +194,9 @@ class DSS(nn.Module):
                   "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False,
                   "seq2item_normaliser": "pairs"}
 
-    # what checkpoints written before these options existed were trained with (raylurm.train.checkpoint.build_model)
-    legacy_options = {"objective": "one_cut", "seq2item_candidates": "in_batch", "positions": "from_latest",
-                      "seq2item_temperature": "sqrt_d", "seq2seq_weight": 1.0, "latest_state": False,
-                  "seq2item_normaliser": "pairs"}
+    # checkpoints written before these options existed were trained with the paper's loss
+    # (raylurm.train.checkpoint.build_model fills the options they lack from here)
+    legacy_options = paper_loss
 
     @property
     def _seq2item_scale(self) -> float:

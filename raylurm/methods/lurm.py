@@ -314,32 +314,27 @@ class LURM(nn.Module):
                   for s in self.scales]  # each (V, B, M, H)
         return states[0] if self.switch is None else self.switch(*states)
 
-    def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Two views per user -> head outputs h_a, h_b (B, M·H) and, with calendar windows, the kept fraction of bags."""
+    def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Two views per user -> head outputs h_a, h_b (B, M·H) and what to report of the views: the share of
+        identical view pairs (event-level views) or of bags inside a window (calendar windows)."""
         if self.config.views == "events":
-            both = merge_views(batch, self.scales)  # the 2B users of both views, one pass
-            h = self.head(self.encode(both)[0])  # (2B, M·H)
-            kept = torch.ones(())
+            h = self.head(self.encode(merge_views(batch, self.scales))[0])  # (2B, M·H): the 2B users of both views, one pass
+            report = {"identical_views": batch["identical_views"].detach().float()}
         else:
             keeps = [sample_windows(batch, self.scales, self.config.min_window_fraction) for _ in range(2)]
-            r_hat = self.encode(batch, keeps)  # (2, B, M, H)
+            h = self.head(self.encode(batch, keeps).flatten(0, 1))  # (2, B, M, H) -> (2B, M·H)
             kept = torch.cat([keep[self.scales[0]] for keep in keeps]).float()
-            kept = kept.sum() / max(kept.numel(), 1)  # share of the finest scale's bags inside a window
-            h = self.head(r_hat.flatten(0, 1))  # (2B, M·H)
+            report = {"window_kept_fraction": kept.sum() / max(kept.numel(), 1)}  # finest scale's bags inside a window
         h_a, h_b = h.chunk(2)
-        return h_a, h_b, kept
+        return h_a, h_b, report
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Training step: InfoNCE (eq. 2-3) between two views of each user; other users are negatives."""
-        h_a, h_b, kept = self.project_views(batch)
+        h_a, h_b, report = self.project_views(batch)
         h_a, h_b = gather_with_grad(h_a), gather_with_grad(h_b)
-        out = {"loss": info_nce(h_a, h_b, self.config.temperature),
-               "loss_chance": torch.tensor(math.log(max(2 * h_a.shape[0] - 1, 1)))}  # uniform over the 2n - 1 others
-        if self.config.views == "events":
-            out["identical_views"] = batch["identical_views"].detach().float()
-        else:
-            out["window_kept_fraction"] = kept.detach()
-        return out
+        return {"loss": info_nce(h_a, h_b, self.config.temperature),
+                "loss_chance": torch.tensor(math.log(max(2 * h_a.shape[0] - 1, 1))),  # uniform over the 2n - 1 others
+                **report}
 
     @torch.no_grad()
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

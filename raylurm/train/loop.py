@@ -90,21 +90,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         log.info("the run stopped early at epoch %d (best: epoch %s); nothing to train", state["epoch"], state["meta"].get("best_epoch"))
         return
     for epoch in range(state.get("epoch", 0), train.epochs):
-        started, losses = time.perf_counter(), []
+        started, outputs = time.perf_counter(), []
         for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=True,
                                         local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=train.seed + epoch):
             batch = collate(table, () if config.get("windows") else info.scales)
             if inputs is not None:
                 batch.update(inputs(table))
-            losses.append(_step(model, optimizer, batch))
+            outputs.append(_step(model, optimizer, batch))
             step += 1
             _maybe_inject_fault(train, rank, step, config)
-            if train.max_steps_per_epoch and len(losses) >= train.max_steps_per_epoch:
+            if train.max_steps_per_epoch and len(outputs) >= train.max_steps_per_epoch:
                 break
-        if not losses:
+        if not outputs:
             raise ValueError(f"epoch {epoch + 1} had no full batch of {batch_size} users on rank {rank}: "
                              f"lower --batch-size (the data has too few users for {context.get_world_size()} worker(s))")
-        metrics = _epoch_metrics(epoch, step, losses, started, batch_size, context.get_world_size())
+        metrics = _epoch_metrics(epoch, step, outputs, started, batch_size, context.get_world_size())
         attach, stop = tracker.after_epoch(epoch + 1, metrics, module)
         if rank == 0 and (group := current_placement_group_id()) is not None:
             metrics[PLACEMENT_GROUP_KEY] = group  # lets a Tune driver free the workers of a stopped trial

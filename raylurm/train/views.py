@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from raylurm.boi.pipeline import bag_entries, period_index
+from raylurm.train.windows import history_take
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,7 @@ def histories(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lengths = n_earlier + n_recent
     row = np.repeat(np.arange(len(lengths)), lengths)
     position = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    earlier = position < n_earlier[row]
-    take = np.empty(len(row), dtype=np.int64)  # index into cat([earlier, recent])
-    take[earlier] = (np.cumsum(n_earlier) - n_earlier)[row[earlier]] + position[earlier]
-    take[~earlier] = len(earlier_items) + (np.cumsum(n_recent) - n_recent)[row[~earlier]] + position[~earlier] - n_earlier[row[~earlier]]
+    take = history_take(row, position, n_earlier, n_recent)
     return (np.concatenate([earlier_items, items]).astype(np.int64)[take],
             np.concatenate([earlier_times, times]).astype(np.int64)[take], lengths)
 

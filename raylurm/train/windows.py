@@ -50,6 +50,15 @@ def window_bounds(lengths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
     return row, np.maximum(0, end - size), end
 
 
+def history_take(row: np.ndarray, position: np.ndarray, n_earlier: np.ndarray, n_recent: np.ndarray) -> np.ndarray:
+    """Where event ``position`` of history ``row`` (0 = its oldest) lies in ``concat(earlier values, recent values)``:
+    the flattened ``earlier_*`` lists of every row, then the flattened latest ones."""
+    earlier_offset = np.cumsum(n_earlier) - n_earlier
+    recent_offset = np.cumsum(n_recent) - n_recent
+    return np.where(position < n_earlier[row], earlier_offset[row] + position,
+                    int(n_earlier.sum()) + recent_offset[row] + position - n_earlier[row])
+
+
 def expand(table: pa.Table, size: int, seed: int = 0) -> pa.Table:
     """BoI rows -> one row per training window (``user_id`` and the sequence columns only)."""
     table = table.combine_chunks()
@@ -64,11 +73,7 @@ def expand(table: pa.Table, size: int, seed: int = 0) -> pa.Table:
     width = end - start
     event_row = np.repeat(row, width)
     position = np.repeat(start, width) + np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
-    earlier_offset = np.concatenate([[0], np.cumsum(n_earlier)])[:-1]
-    recent_offset = np.concatenate([[0], np.cumsum(n_recent)])[:-1]
-    total_earlier = int(n_earlier.sum())
-    take = np.where(position < n_earlier[event_row], earlier_offset[event_row] + position,
-                    total_earlier + recent_offset[event_row] + position - n_earlier[event_row])
+    take = history_take(event_row, position, n_earlier, n_recent)
     offsets = pa.array(np.concatenate([[0], np.cumsum(width)]).astype(np.int32))
     columns = {"user_id": table["user_id"].take(pa.array(row))}
     for c in SEQUENCE_COLUMNS:

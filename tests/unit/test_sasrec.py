@@ -47,45 +47,39 @@ def test_catalogue_softmax_equals_cross_entropy_with_gradients(max_elements: int
     torch.testing.assert_close(grads[1], items.grad)
 
 
+@pytest.mark.parametrize("over", ["pairs", "items"])
 @pytest.mark.parametrize("keep_elements", [0, 1 << 28])  # the backward pass recomputes the logits / keeps the softmax
 @pytest.mark.parametrize("max_elements", [1, 40, 1 << 26])
-def test_fused_catalogue_cross_entropy_passes_gradcheck(max_elements: int, keep_elements: int) -> None:
-    """Several queries per row (DSS's intentions), a scale, per-row upstream weights: the fused backward is the exact gradient."""
+def test_fused_catalogue_cross_entropy_passes_gradcheck(max_elements: int, keep_elements: int, over: str) -> None:
+    """Several queries per row (DSS's intentions), a scale, per-row upstream weights: the fused backward is the exact
+    gradient, and the value is the naive reference — over every (query, item) pair (eq. 6), or over items of each
+    item's best query (the score a max_r ranking uses)."""
     g = torch.Generator().manual_seed(3)
     queries = torch.randn(5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     items = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 6, (5,), generator=g)
     weights = torch.rand(5, generator=g, dtype=torch.float64)
-    torch.autograd.gradcheck(lambda q, e: catalogue_cross_entropy(q, e, targets, 0.5, max_elements, keep_elements) * weights,
-                             (queries, items), nondet_tol=1e-12)  # a 2nd backward recomputes: rounding differs
+    torch.autograd.gradcheck(lambda q, e: catalogue_cross_entropy(q, e, targets, 0.5, max_elements, keep_elements, over=over)
+                             * weights, (queries, items), nondet_tol=1e-12)  # a 2nd backward recomputes: rounding differs
     scores = 0.5 * torch.einsum("nrd,cd->nrc", queries, items)
-    want = torch.logsumexp(scores.flatten(1), 1) - scores[torch.arange(5), :, targets].amax(1)
-    torch.testing.assert_close(catalogue_cross_entropy(queries, items, targets, 0.5, max_elements), want)
-    empty = catalogue_cross_entropy(queries[:0], items, targets[:0], 0.5, max_elements)
-    assert empty.shape == (0,) and empty.requires_grad
-
-
-@pytest.mark.parametrize("keep_elements", [0, 1 << 28])
-@pytest.mark.parametrize("max_elements", [1, 40, 1 << 26])
-def test_fused_cross_entropy_over_items_is_the_cross_entropy_of_the_best_query(max_elements: int, keep_elements: int) -> None:
-    """over="items": softmax over items of max_r q_r·e_c (the score a max_r ranking uses), with the exact gradient."""
-    g = torch.Generator().manual_seed(4)
-    queries = torch.randn(5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    items = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    targets = torch.randint(0, 6, (5,), generator=g)
-    weights = torch.rand(5, generator=g, dtype=torch.float64)
-    torch.autograd.gradcheck(lambda q, e: catalogue_cross_entropy(q, e, targets, 0.5, max_elements, keep_elements, over="items")
-                             * weights, (queries, items), nondet_tol=1e-12)
-    best = (0.5 * torch.einsum("nrd,cd->nrc", queries, items)).amax(dim=1)  # (N, C)
-    want = F.cross_entropy(best, targets, reduction="none")
-    got = catalogue_cross_entropy(queries, items, targets, 0.5, max_elements, keep_elements, over="items")
+    if over == "pairs":
+        want = torch.logsumexp(scores.flatten(1), 1) - scores[torch.arange(5), :, targets].amax(1)
+    else:
+        want = F.cross_entropy(scores.amax(dim=1), targets, reduction="none")
+    got = catalogue_cross_entropy(queries, items, targets, 0.5, max_elements, keep_elements, over=over)
     torch.testing.assert_close(got, want)
     grads = torch.autograd.grad((got * weights).sum(), (queries, items))
     torch.testing.assert_close(grads, torch.autograd.grad((want * weights).sum(), (queries, items)))
-    one = queries[:, :1]  # one query per row: both normalisers are the plain cross-entropy
+    empty = catalogue_cross_entropy(queries[:0], items, targets[:0], 0.5, max_elements, over=over)
+    assert empty.shape == (0,) and empty.requires_grad
+
+
+def test_both_normalisers_are_the_plain_cross_entropy_for_one_query_and_others_are_refused() -> None:
+    g = torch.Generator().manual_seed(4)
+    one, items, targets = torch.randn(5, 1, 4, generator=g), torch.randn(6, 4, generator=g), torch.randint(0, 6, (5,), generator=g)
     torch.testing.assert_close(catalogue_cross_entropy(one, items, targets, over="items"), catalogue_cross_entropy(one, items, targets))
     with pytest.raises(ValueError, match="over"):
-        catalogue_cross_entropy(queries, items, targets, over="rows")
+        catalogue_cross_entropy(one, items, targets, over="rows")
 
 
 def test_catalogue_softmax_checks_shapes() -> None:
