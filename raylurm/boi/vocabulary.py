@@ -34,8 +34,9 @@ ASSIGNMENTS = get_args(Assignment)
 
 @typed_config
 class VocabularyConfig:
-    num_interests: Annotated[int | None, Field(
-        ge=1, description="D (default: items // 10, clipped to 8..100_000)")] = None
+    num_interests: Annotated[Annotated[int, Field(ge=1)] | Literal["items"] | None, Field(description=(
+        'D (default: items // 10, clipped to 8..100_000); "items": one interest per item with an embedding '
+        "(the item itself, no clustering: the uncompressed vocabulary of a small catalogue)"))] = None
     assignment: Annotated[Assignment, Field(
         description='"hard" (one interest per item) or "soft" (top_k weighted interests)')] = "hard"
     top_k: Annotated[int, Field(ge=1, description="soft assignment: interests per item")] = 3
@@ -47,6 +48,10 @@ class VocabularyConfig:
     restarts: Annotated[int, Field(ge=1, description=(
         "k-means runs from seeds seed, seed+1, ...; the best mean cosine to the centroids wins"))] = 1
     seed: Annotated[int, Field(description="k-means seed")] = 0
+
+
+class TooManyInterests(ValueError):
+    """More interests asked for than there are items with embeddings to cluster."""
 
 
 def default_num_interests(num_items: int) -> int:
@@ -106,10 +111,15 @@ def build_vocabulary(item_ids: pa.Array, vectors: np.ndarray, config: Vocabulary
     """Cluster ``vectors`` (N, d) into D interests and assign every item (eq. 4's ``x_i in c_j``)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     usable = np.linalg.norm(vectors, axis=1) > 0  # co-occurrence embeddings are zero for never-seen items
-    d = config.num_interests or default_num_interests(int(usable.sum()))
-    centroids = _kmeans(vectors[usable], d, config)
     k = config.top_k if config.assignment == "soft" else 1
-    ids, weights, _ = _assign(vectors, centroids, k, config.soft_temperature)
+    if config.num_interests == "items":  # every item its own interest: the centroids are the items
+        centroids = vectors[usable].copy()
+        ids, weights, _ = _assign(vectors, centroids, min(k, len(centroids)), config.soft_temperature)
+        if k == 1:  # by position, not by search: items with equal vectors stay distinct interests
+            ids[usable, 0] = np.arange(len(centroids), dtype=np.int32)
+    else:
+        centroids = _kmeans(vectors[usable], config.num_interests or default_num_interests(int(usable.sum())), config)
+        ids, weights, _ = _assign(vectors, centroids, k, config.soft_temperature)
     ids[~usable], weights[~usable] = -1, 0.0
     interest_ids, interest_weights = _ragged(ids, weights, usable)
     meta = {**dataclasses.asdict(config), "num_interests": int(centroids.shape[0]), "num_items": len(item_ids),
@@ -125,7 +135,8 @@ def _kmeans(points: np.ndarray, d: int, config: VocabularyConfig) -> np.ndarray:
     (scored here rather than with faiss' ``nredo``, whose objective is ambiguous for spherical runs).
     """
     if len(points) < d:
-        raise ValueError(f"cannot form {d} interests from {len(points)} items with embeddings; lower --num-interests")
+        raise TooManyInterests(f"cannot form {d} interests from {len(points)} items with embeddings; lower --num-interests "
+                         f"(or --num-interests items: one interest per item)")
     rng = np.random.default_rng(config.seed)
     sample = points[rng.choice(len(points), size=min(config.sample_size, len(points)), replace=False)]
     best, best_score = None, -np.inf

@@ -19,7 +19,7 @@ import pandas as pd
 
 from raylurm.data.io import atomic_file
 from raylurm.data.prepare import data_home
-from raylurm.evaluate import report, represent, tasks
+from raylurm.evaluate import report, represent, tasks, vocabularies
 from raylurm.evaluate.protocol import USER_COLUMNS
 from raylurm.evaluate.split import Split
 from raylurm.evaluate.store import Entry, SubjectStore, run_record
@@ -47,10 +47,21 @@ def check_split(checkpoint: Path, split: Split) -> dict:
             f"(dataset {split.meta['dataset']}, cutoff quantile {split.meta['config']['cutoff_quantile']}); its pretraining "
             f"may have seen held-out events. Pretrain on this split with: python -m raylurm.pretrain --split "
             f"--data {split.meta['dataset']} --cutoff-quantile {split.meta['config']['cutoff_quantile']}")
-    if meta.get("vocabulary_hash") != split.meta["vocabulary_hash"]:
-        raise ValueError(f"refusing {checkpoint}: its vocabulary {meta.get('vocabulary_hash')} is not the split's "
-                         f"{split.meta['vocabulary_hash']}")
+    seen = meta.get("vocabulary_hash")
+    # a sequence model reads the BoI's item sequences only: a vocabulary the split replaced while keeping them is fine
+    same_items = not reads_interests(meta) and seen in split.meta.get("same_item_sequences", [])
+    if seen != split.meta["vocabulary_hash"] and not same_items:
+        earlier = seen in split.meta.get("previous_vocabulary_hashes", [])
+        raise ValueError(f"refusing {checkpoint}: its vocabulary {seen} is not the split's {split.meta['vocabulary_hash']}"
+                         + (" (it is the split's earlier vocabulary, replaced by the dataset's chosen one: pretrain again)"
+                            if earlier else ""))
     return meta
+
+
+def reads_interests(meta: dict) -> bool:
+    """Whether the checkpoint's method reads the BoI's interests (LURM) rather than only its item sequences."""
+    cls = METHODS.get(meta.get("method"))
+    return cls is None or bool(getattr(cls, "reads_interests", False))
 
 
 def split_of_checkpoint(checkpoint: Path) -> Split:
@@ -131,15 +142,21 @@ def subjects_for(checkpoints: Checkpoints, split: Split, baselines: bool, prefix
     def twin_seed(path: Path) -> int:
         return init_seed(read_meta(path).get("train", {}).get("seed", 0))
 
+    def vocabulary(path: Path) -> str | None:
+        meta = read_meta(path)
+        return meta.get("vocabulary_hash") if reads_interests(meta) else None
+
     runs = runs_of(checkpoints)
-    out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k, checkpoint=path)
+    out = [tasks.Subject(name, "pretrained", encoder(path, None), run=k, checkpoint=path, vocabulary=vocabulary(path))
            for name, paths in runs.items() for k, path in enumerate(paths)]
     if baselines:
         out += [tasks.Subject(f"{name} (random init)", "random init", encoder(path, twin_seed(path)), run=k, checkpoint=path,
-                              seed=twin_seed(path)) for name, paths in runs.items() for k, path in enumerate(paths)
+                              seed=twin_seed(path), vocabulary=vocabulary(path))
+                for name, paths in runs.items() for k, path in enumerate(paths)
                 if not name.endswith(ABLATION)]  # the paper-loss row has its method's architecture: one random init each
         out += [tasks.Subject("majority", "baseline", None, majority=True), tasks.Subject("popularity", "baseline", None, popularity=True),
-                tasks.Subject("raw BoI", "baseline", boi()), tasks.Subject("TF-IDF", "baseline", None, tfidf=True)]
+                tasks.Subject("raw BoI", "baseline", boi(), vocabulary=split.meta["vocabulary_hash"]),
+                tasks.Subject("TF-IDF", "baseline", None, tfidf=True)]
     return out
 
 
@@ -260,7 +277,8 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
     header = (f"# Results — {split.meta['dataset']}\n\n"
               f"Produced by `{command}` at commit `{commit or git_commit()}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"split `{split.id}`.\n\n" + earlier_note(reused, carried) + protocol + checkpoint_table(records))
-    footer = report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
+    footer = (report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
+              + ("\n" + vocabularies.section(out / "vocabularies.csv", split) if (out / "vocabularies.csv").exists() else ""))
     text = report.markdown(summary, header, relative, footer, per_user=per_user)
     report.write_text(md_path, text)
     if results_md is not None and md_path != out / "RESULTS.md":

@@ -78,6 +78,7 @@ class Subject:
     run: int = 0  # pretraining replica (--pretrain-seeds)
     checkpoint: Path | None = None  # the pretrained checkpoint behind it (pretrained and random-init subjects)
     seed: int | None = None  # the random-init twin's torch seed
+    vocabulary: str | None = None  # the hash of the interest vocabulary it reads (raw BoI, LURM); None: reads none
 
 
 def align(rep: Representation, users: np.ndarray, what: str) -> Representation:

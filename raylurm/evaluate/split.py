@@ -81,7 +81,7 @@ from raylurm.boi.build import BuildConfig, build
 from raylurm.boi.pipeline import behaviors_of
 from raylurm.config import typed_config
 from raylurm.data.errors import DataError
-from raylurm.data.io import atomic_dir
+from raylurm.data.io import atomic_dir, atomic_file
 from raylurm.data.prepare import data_home, load_manifest
 
 log = logging.getLogger(__name__)
@@ -291,18 +291,73 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
     key = split_key(dataset_dir, config)  # the events digest: once per call
     sid = _id_of(key)
     root = Path(root) if root else _root_of(dataset_dir, sid)
+    wanted = build_config or chosen_build_config(dataset_dir)
     if (root / "split.json").exists():
         split = Split.load(root)
         if split.id != sid:
             raise DataError(f"split directory holds split {split.id}, not {sid}", file=str(root))
+        if wanted is not None and not same_vocabulary(split, wanted):
+            split = rebuild_bois(split, wanted)
         return split
     with atomic_dir(root, overwrite=False) as tmp:
         meta = _write_parts(dataset_dir, config, tmp, key)
-        _build_bois(tmp, build_config)
+        _build_bois(tmp / "datasets", tmp / "boi", wanted)
         meta["vocabulary_hash"] = json.loads((tmp / "boi" / "pretrain" / "manifest.json").read_text())["vocabulary_hash"]
         (tmp / "split.json").write_text(json.dumps(meta, indent=2))
     log.info("split %s ready at %s", meta["id"], root)
     return Split.load(root)
+
+
+def chosen_build_config(dataset_dir: Path) -> BuildConfig | None:
+    """The BoI build config a named dataset's vocabulary was chosen with (:data:`raylurm.data.datasets.VOCABULARIES`)."""
+    from raylurm.data.datasets import chosen_build_config as chosen
+
+    return chosen(load_manifest(dataset_dir).get("name"))
+
+
+def _vocabulary_fields(config: dict) -> dict:
+    return {"embedding": config.get("embedding"), "vocabulary": config.get("vocabulary")}
+
+
+def same_vocabulary(split: Split, config: BuildConfig) -> bool:
+    """Whether the split's BoI was built with ``config``'s item embeddings and vocabulary settings."""
+    stored = json.loads((split.boi("pretrain") / "manifest.json").read_text())["config"]
+    return _vocabulary_fields(stored) == _vocabulary_fields(json.loads(json.dumps(dataclasses.asdict(config))))
+
+
+def rebuild_bois(split: Split, config: BuildConfig) -> Split:
+    """Replace the split's BoI directories by ones built with ``config`` (a newly chosen vocabulary); same split id.
+
+    The parts (events, targets, labels) are untouched. Where every BoI directory keeps the same events
+    (no item lost or gained an embedding), the item sequences are the same, so a sequence model's
+    checkpoint stays valid: ``split.json``'s ``same_item_sequences`` lists the earlier vocabularies for
+    which that holds. Checkpoints of methods that read interests (LURM) record the old vocabulary's hash
+    and are refused by the evaluator from then on. The item embeddings are reused when their config is
+    the same. The new directories are built beside the old ones and swapped in (then ``split.json``), so
+    a failed build leaves the split as it was."""
+    old = json.loads((split.boi("pretrain") / "manifest.json").read_text())
+    directories = sorted(set(DIRECTORIES.values()))
+    kept_before = {d: json.loads((split.boi("pretrain").parent / d / "manifest.json").read_text())["summary"]["events"]
+                   for d in directories}
+    log.info("split %s: its vocabulary (%s) is not the chosen one (%s): rebuilding its BoI", split.id,
+             _vocabulary_fields(old["config"]), _vocabulary_fields(json.loads(json.dumps(dataclasses.asdict(config)))))
+    same_embeddings = old["config"].get("embedding") == json.loads(json.dumps(dataclasses.asdict(config.embedding)))
+    embeddings = split.boi("pretrain") / "item_embeddings" if same_embeddings else None
+    boi_root = split.boi("pretrain").parent
+    with atomic_dir(boi_root) as tmp:
+        _build_bois(split.root / "datasets", tmp, config, embeddings_dir=embeddings)
+    kept = {d: json.loads((boi_root / d / "manifest.json").read_text())["summary"]["events"] for d in directories}
+    same = [*split.meta.get("same_item_sequences", []), split.meta["vocabulary_hash"]] if kept == kept_before else []
+    if not same:
+        log.warning("split %s: the new vocabulary keeps other events (%s, before %s): sequence checkpoints of the earlier "
+                    "vocabulary are no longer valid on it", split.id, kept, kept_before)
+    meta = {**split.meta, "vocabulary_hash": json.loads((split.boi("pretrain") / "manifest.json").read_text())["vocabulary_hash"],
+            "previous_vocabulary_hashes": [*split.meta.get("previous_vocabulary_hashes", []), split.meta["vocabulary_hash"]],
+            "same_item_sequences": same}
+    with atomic_file(split.root / "split.json") as path:
+        path.write_text(json.dumps(meta, indent=2))
+    log.info("split %s: BoI rebuilt with vocabulary %s", split.id, meta["vocabulary_hash"])
+    return Split.load(split.root)
 
 
 def _write_parts(dataset_dir: Path, config: SplitConfig, out: Path, key: dict | None = None) -> dict:
@@ -373,11 +428,11 @@ def _write_future(dataset_dir: Path, after: pa.Table, path: Path) -> None:
                              "categories": pa.array(grouped.tolist(), pa.list_(pa.string()))}), path)
 
 
-def _build_bois(root: Path, build_config=None) -> None:
+def _build_bois(datasets: Path, bois: Path, build_config=None, embeddings_dir: Path | None = None) -> None:
     """BoI of every directory: the pretraining part learns embeddings and vocabulary, the others reuse them."""
     config = build_config or BuildConfig()
-    build(root / "datasets" / "pretrain", root / "boi" / "pretrain", config)
+    build(datasets / "pretrain", bois / "pretrain", config, embeddings_dir=embeddings_dir)
     skip = dataclasses.replace(config, boi=dataclasses.replace(config.boi, on_unknown_items="skip"))
     for directory in sorted(set(DIRECTORIES.values()) - {"pretrain"}):
         # items first seen in a held-out event may lack an interest with co-occurrence embeddings: skip them
-        build(root / "datasets" / directory, root / "boi" / directory, skip, vocabulary_dir=root / "boi" / "pretrain" / "vocabulary")
+        build(datasets / directory, bois / directory, skip, vocabulary_dir=bois / "pretrain" / "vocabulary")

@@ -88,8 +88,11 @@ def checkpoint_identity(checkpoint: Path, seed: int | None = None) -> dict:
 
 def subject_key(split_id: str, config: EvalConfig, subject: Subject) -> dict:
     identity = checkpoint_identity(subject.checkpoint, subject.seed) if subject.checkpoint is not None else None
-    return {"format": FORMAT, "split": split_id, "config": to_dict(config), "name": subject.name, "group": subject.group,
-            "run": subject.run, "checkpoint": identity}
+    key = {"format": FORMAT, "split": split_id, "config": to_dict(config), "name": subject.name, "group": subject.group,
+           "run": subject.run, "checkpoint": identity}
+    # a split's BoI is rebuilt when its dataset's vocabulary is chosen anew (same split id): what reads interests
+    # is keyed by its vocabulary too, so an entry made with the earlier one is not read back
+    return key | ({"vocabulary": subject.vocabulary} if subject.vocabulary is not None else {})
 
 
 def _digest(key: dict) -> str:

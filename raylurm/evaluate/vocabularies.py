@@ -7,12 +7,14 @@ texts; ``cooccurrence``: PPMI + SVD of β-window pairs) × D interests — is bu
 split's pretraining part (embeddings and faiss k-means learnt there, one embedding per method
 shared by its D values) under ``<split>/variants/<name>/``, and scored by the sweeps' validation
 metric: ``val_auc``, the profiling probe's AUC on the **selection users** only
-(:class:`raylurm.tune.validation.ProfilingValidation`; no test user is encoded or read). The
-table (also ``--out``, CSV) is what a dataset's default vocabulary is chosen from.
+(:class:`raylurm.tune.validation.ProfilingValidation`; no test user is encoded or read). ``items``
+as D is one interest per item with an embedding (no clustering: the uncompressed vocabulary). A
+variant that cannot be built (more interests than items with embeddings) is reported and skipped.
+The table (also ``--out``, CSV) is what a dataset's default vocabulary is chosen from.
 
 Example::
 
-    python -m raylurm.evaluate.vocabularies --data ml-1m --embeddings text,cooccurrence --interests 100,388,1000,3706
+    python -m raylurm.evaluate.vocabularies --data ml-1m --interests 100,388,1000,3706,items --out results/ml-1m/vocabularies.csv
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ log = logging.getLogger("raylurm.evaluate.vocabularies")
 @dataclasses.dataclass(frozen=True)
 class Variant:
     embedding: str  # "text" or "cooccurrence"
-    num_interests: int
+    num_interests: int | str  # D, or "items": one interest per item
 
     @property
     def name(self) -> str:
-        return f"{self.embedding}-d{self.num_interests}"
+        return f"{self.embedding}-{'items' if self.num_interests == 'items' else f'd{self.num_interests}'}"
 
     def build_config(self, base=None):
         from raylurm.boi.build import BuildConfig
@@ -100,11 +102,17 @@ def raw_boi_score(boi_dir: Path, users_parquet: Path) -> dict[str, float]:
 def compare(split, variants: list[Variant], progress: bool = False) -> list[dict]:
     import json
 
+    from raylurm.boi.vocabulary import TooManyInterests
+
     users = split.dataset("history") / "users.parquet"
     rows = []
     for variant in variants:
         started = time.perf_counter()
-        boi = build_variant(split, variant, progress)
+        try:
+            boi = build_variant(split, variant, progress)
+        except TooManyInterests as err:  # e.g. more interests than items with embeddings: the other variants still count
+            log.warning("%s skipped: %s", variant.name, err)
+            continue
         built = time.perf_counter() - started
         manifest = json.loads((boi / "manifest.json").read_text())
         scores = raw_boi_score(boi, users)
@@ -122,9 +130,52 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|" + "---|" * len(columns)]
     for r in rows:
         mark = "**" if r is best else ""
-        lines.append(f"| {r['embedding']} | {r['num_interests']:,} | {r['skipped_events']:,} | {mark}{r['val_auc']:.4f}{mark} | "
+        d = f"{r['num_interests']:,}" + (" (one per item)" if r["variant"].endswith("-items") else "")
+        lines.append(f"| {r['embedding']} | {d} | {r['skipped_events']:,} | {mark}{r['val_auc']:.4f}{mark} | "
                      + " | ".join(f"{r[c]:.4f}" for c in columns) + " |")
     return "\n".join(lines)
+
+
+COMMAND = "python -m raylurm.evaluate.vocabularies --data {data} --out {out}"
+
+
+def section(csv_path: Path, split) -> str:
+    """RESULTS.md's "Interest vocabularies" section from the comparison's CSV ('' when there is none);
+    the row of the split's own vocabulary is marked."""
+    import pandas as pd
+
+    if not Path(csv_path).exists():
+        return ""
+    frame = pd.read_csv(csv_path)
+    rows = frame.to_dict("records")
+    for r in rows:
+        r["variant"] = str(r["variant"])
+    table = markdown(rows)
+    own = split.meta.get("vocabulary_hash")
+    chosen = [r for r in rows if r["vocabulary_hash"] == own]
+    where = (f"The split's BoI — what LURM, raw BoI and every row above read — uses **{chosen[0]['embedding']} embeddings, "
+             f"D = {int(chosen[0]['num_interests']):,}** (vocabulary `{own}`)" if chosen else
+             f"The split's vocabulary `{own}` is none of these rows")
+    return ("### Interest vocabularies\n\n"
+            "Which vocabulary a dataset's split uses is chosen on validation: raw BoI's profiling `val_auc` on the "
+            "selection users only (the sweeps' metric; no test user is read), one row per item embedding × D, each "
+            f"built on the split's pretraining part (`{COMMAND.format(data=split.meta.get('dataset'), out=csv_path)}`). "
+            "Raw BoI with a vocabulary is the ceiling LURM is judged against. " + where + ".\n\n" + table + "\n")
+
+
+def _interests(text: str) -> list[int | str]:
+    values = []
+    for d in (d.strip() for d in text.split(",") if d.strip()):
+        if d == "items":
+            values.append(d)
+            continue
+        try:
+            values.append(int(float(d)))
+        except ValueError:
+            raise ValueError(f"--interests: expected whole numbers or 'items', got {d!r}") from None
+        if values[-1] < 1 or values[-1] != float(d):
+            raise ValueError(f"--interests: expected whole numbers >= 1 or 'items', got {d!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_common_arguments(p)
     p.add_argument("--data", default="ml-1m", help="prepared dataset dir or bundled name (default: %(default)s)")
     p.add_argument("--embeddings", default="text,cooccurrence", help="item embedding methods (default: %(default)s)")
-    p.add_argument("--interests", default="100,388,1000,3706",
-                   help="D values, comma-separated; at most the number of items with embeddings (default: %(default)s)")
+    p.add_argument("--interests", default="100,388,1000,items",
+                   help="D values, comma-separated; at most the number of items with embeddings; items: one interest "
+                        "per item (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the table as CSV here (e.g. results/ml-1m/vocabularies.csv)")
     cli.add_ray_arguments(p)
     return p
@@ -150,8 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
     init_ray(args.address, num_cpus=args.num_cpus)
     split = materialise(datasets.resolve(args.data))
-    variants = [Variant(e.strip(), int(float(d))) for e in args.embeddings.split(",") if e.strip()
-                for d in args.interests.split(",") if d.strip()]
+    variants = [Variant(e.strip(), d) for e in args.embeddings.split(",") if e.strip() for d in _interests(args.interests)]
     rows = compare(split, variants, progress=not args.quiet)
     print(markdown(rows))
     if args.out:

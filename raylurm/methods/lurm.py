@@ -257,6 +257,7 @@ class LURM(nn.Module):
 
     name = "lurm"
     Config = LURMConfig
+    reads_interests = True  # its input is the BoI's interest bags: a checkpoint is bound to its vocabulary
     # what checkpoints written before ``views`` existed were trained with (raylurm.train.checkpoint.build_model)
     legacy_options = {"views": "calendar", "sparse_gradients": False}
 

@@ -197,11 +197,52 @@ def test_vocabulary_variants_are_built_on_the_split_and_scored_on_selection_user
     from raylurm.evaluate.vocabularies import Variant, compare, markdown
 
     _, split, _ = setting
-    variants = [Variant("cooccurrence", 8), Variant("cooccurrence", 20)]
+    variants = [Variant("cooccurrence", 8), Variant("cooccurrence", 20), Variant("cooccurrence", "items"),
+                Variant("cooccurrence", 10**6)]  # more interests than items: reported and skipped, the others still count
     rows = compare(split, variants)
-    assert [r["num_interests"] for r in rows] == [8, 20]
+    with_embedding = json.loads((split.root / "variants" / "cooccurrence-items" / "boi" / "pretrain" / "vocabulary"
+                                 / "config.json").read_text())
+    per_item = with_embedding["num_items"] - with_embedding["items_without_embedding"]
+    assert [r["num_interests"] for r in rows] == [8, 20, per_item]
     assert all(0.0 <= r["val_auc"] <= 1.0 and "val_auc/gender" in r for r in rows)
-    assert rows[0]["vocabulary_hash"] != rows[1]["vocabulary_hash"]
+    assert len({r["vocabulary_hash"] for r in rows}) == 3
     again = compare(split, variants[:1])  # built once: read back
     assert again[0]["vocabulary_hash"] == rows[0]["vocabulary_hash"] and again[0]["build_seconds"] < rows[0]["build_seconds"]
-    assert "| cooccurrence | 20 |" in markdown(rows)
+    assert "| cooccurrence | 20 |" in markdown(rows) and f"| cooccurrence | {per_item:,} (one per item) |" in markdown(rows)
+
+
+def test_a_newly_chosen_vocabulary_rebuilds_the_splits_boi_and_keeps_sequence_checkpoints(setting, tmp_path):
+    """A dataset's vocabulary chosen anew (datasets.VOCABULARIES) rebuilds its split's BoI in place, same split id:
+    item sequences are unchanged, so sequence checkpoints stay valid; LURM's, bound to the interests, are refused."""
+    import shutil
+
+    import pyarrow.dataset as pads
+
+    from raylurm.evaluate.harness import check_split
+    from raylurm.evaluate.split import Split, same_vocabulary
+
+    root, split, checkpoints = setting
+    copy = tmp_path / "split"
+    shutil.copytree(split.root, copy)
+    before = Split.load(copy)
+    chosen = BuildConfig(embedding=ItemEmbeddingConfig(method="cooccurrence", dim=16), vocabulary=VocabularyConfig(num_interests="items"),
+                         boi=BoiConfig(on_unknown_items="skip"))
+    assert not same_vocabulary(before, chosen)
+    after = materialise(root / "data", SPLIT, root=copy, build_config=chosen)
+    assert after.id == before.id and after.meta["vocabulary_hash"] != before.meta["vocabulary_hash"]
+    assert after.meta["previous_vocabulary_hashes"] == after.meta["same_item_sequences"] == [before.meta["vocabulary_hash"]]
+    assert same_vocabulary(after, chosen)
+    for part in ("pretrain", "history_test", "before_cutoff"):
+        manifest = json.loads((after.boi(part) / "manifest.json").read_text())
+        assert manifest["vocabulary_hash"] == after.meta["vocabulary_hash"], part
+
+        def items(s):
+            return pads.dataset(s.boi(part) / "users").to_table(columns=["user_id", "items"]).to_pandas().set_index("user_id") \
+                .sort_index()["items"].map(list)
+        assert items(after).equals(items(Split(split.root, split.meta))), f"{part}: the item sequences do not depend on the vocabulary"
+    assert check_split(checkpoints["atrank"], after)["method"] == "atrank"
+    with pytest.raises(ValueError, match="earlier vocabulary"):
+        check_split(checkpoints["lurm"], after)
+    stamp = (after.boi("pretrain") / "manifest.json").stat().st_mtime_ns
+    assert materialise(root / "data", SPLIT, root=copy, build_config=chosen).meta == after.meta  # chosen already: kept
+    assert (after.boi("pretrain") / "manifest.json").stat().st_mtime_ns == stamp

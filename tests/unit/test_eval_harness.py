@@ -13,7 +13,8 @@ from raylurm.evaluate import harness
 def _checkpoint(root, name, seed, split="abc123"):
     path = root / name / "checkpoint_0"
     path.mkdir(parents=True)
-    (path / "meta.json").write_text(json.dumps({"method": "lurm", "split": split, "epoch": 3, "step": 30,
+    (path / "meta.json").write_text(json.dumps({"method": name.split("-")[0], "split": split, "epoch": 3, "step": 30,
+                                                "vocabulary_hash": "v1",
                                                 "train": {"seed": seed, "batch_size": 8, "num_workers": 1},
                                                 "method_config": {}}))
     return path
@@ -21,13 +22,16 @@ def _checkpoint(root, name, seed, split="abc123"):
 
 def test_pretrain_seeds_give_one_subject_per_run_and_their_own_random_init(tmp_path):
     runs = [_checkpoint(tmp_path, "lurm-eval-abc123", 0), _checkpoint(tmp_path, "lurm-eval-abc123-seed1", 1)]
-    split = types.SimpleNamespace(id="abc123", boi=lambda part: tmp_path / "boi" / part)
+    split = types.SimpleNamespace(id="abc123", boi=lambda part: tmp_path / "boi" / part, meta={"vocabulary_hash": "v1"})
     subjects = harness.subjects_for({"lurm": runs}, split, baselines=True)
     pretrained = [(s.name, s.run) for s in subjects if s.group == "pretrained"]
     random_init = [(s.name, s.run) for s in subjects if s.group == "random init"]
     assert pretrained == [("lurm", 0), ("lurm", 1)]
     assert random_init == [("lurm (random init)", 0), ("lurm (random init)", 1)]
     assert {s.name for s in subjects if s.group == "baseline"} == {"majority", "popularity", "raw BoI", "TF-IDF"}
+    # what reads interests is stored under its vocabulary (a rebuilt split's BoI gets new entries)
+    assert {s.name: s.vocabulary for s in subjects} == {"lurm": "v1", "lurm (random init)": "v1", "raw BoI": "v1",
+                                                        "majority": None, "popularity": None, "TF-IDF": None}
     assert harness.runs_of({"lurm": runs[0]}) == {"lurm": [runs[0]]}
     assert [harness.run_name("lurm", split, s) for s in (0, 1)] == ["lurm-eval-abc123", "lurm-eval-abc123-seed1"]
     assert harness.result_in_run(tmp_path, "lurm-eval-abc123-seed1", split) == runs[1]
@@ -85,9 +89,10 @@ def test_the_checkpoint_names_its_split(tmp_path, monkeypatch):
 
 
 def test_a_paper_loss_row_shares_its_methods_random_init(tmp_path):
-    runs = {"dss": _checkpoint(tmp_path, "dss-eval-abc123", 0), harness.ablation_label("dss"): _checkpoint(tmp_path, "x", 0)}
-    split = types.SimpleNamespace(id="abc123", boi=lambda part: tmp_path / "boi" / part)
+    runs = {"dss": _checkpoint(tmp_path, "dss-eval-abc123", 0), harness.ablation_label("dss"): _checkpoint(tmp_path, "dss-paper-loss-x", 0)}
+    split = types.SimpleNamespace(id="abc123", boi=lambda part: tmp_path / "boi" / part, meta={"vocabulary_hash": "v1"})
     subjects = harness.subjects_for(runs, split, baselines=True)
+    assert all(s.vocabulary is None for s in subjects if s.name.startswith("dss")), "DSS reads item sequences, no interests"
     assert [s.name for s in subjects if s.group == "pretrained"] == ["dss", "dss (paper loss)"]
     assert [s.name for s in subjects if s.group == "random init"] == ["dss (random init)"]
     assert harness.ablation_run_name("dss", split) == "dss-paper-loss-eval-abc123"

@@ -152,6 +152,31 @@ def test_evaluator_refuses_a_checkpoint_of_another_split(tmp_path, tiny):
     assert check_split(checkpoint, split)["method"] == "lurm"
 
 
+def test_a_replaced_vocabulary_binds_lurm_not_sequence_models(tmp_path, tiny):
+    """After the split's BoI is rebuilt with a chosen vocabulary, a sequence model's checkpoint of the earlier one is
+    valid where the item sequences are the same (``same_item_sequences``); LURM reads the interests and is refused."""
+    from raylurm.evaluate.harness import check_split
+
+    out, meta = tiny
+    split = Split(out, {**meta, "vocabulary_hash": "v2", "previous_vocabulary_hashes": ["v0", "v1"], "same_item_sequences": ["v1"]})
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+
+    def check(method: str, vocabulary: str):
+        (checkpoint / "meta.json").write_text(json.dumps({"method": method, "split": split.id, "vocabulary_hash": vocabulary}))
+        return check_split(checkpoint, split)
+
+    assert check("dss", "v1")["method"] == "dss" and check("lurm", "v2")["method"] == "lurm"
+    with pytest.raises(ValueError, match="earlier vocabulary"):
+        check("lurm", "v1")
+    with pytest.raises(ValueError, match="earlier vocabulary"):
+        check("dss", "v0")  # that rebuild changed which events have an interest: other item sequences
+    with pytest.raises(ValueError, match="not the split's v2$"):
+        check("dss", "v9")
+    with pytest.raises(ValueError, match="not the split's"):
+        check("somebody-elses-method", "v1")
+
+
 def test_split_id_depends_on_the_config(tiny, tmp_path):
     data = tmp_path / "data"
     assert split_id(data, SplitConfig(0.7)) != split_id(data, SplitConfig(0.8))

@@ -51,6 +51,20 @@ def test_a_stored_subject_is_read_back_only_with_resume_and_only_for_the_same_ke
     assert SubjectStore(tmp_path / "out", "abc", config, "c1", resume=True).get(later) is None  # a newer checkpoint
 
 
+def test_what_reads_interests_is_keyed_by_its_vocabulary(tmp_path):
+    """The split's BoI is rebuilt when its dataset's vocabulary is chosen anew (same split id): raw BoI's entry of the
+    earlier vocabulary is not read back; a subject that reads no interests keeps its key (and its entries)."""
+    config = EvalConfig()
+    raw = Subject("raw BoI", "baseline", None, vocabulary="v1")
+    rows, per_user = _results("raw BoI", 0.1)
+    SubjectStore(tmp_path / "out", "abc", config, "c0").put(raw, rows, per_user)
+    store = SubjectStore(tmp_path / "out", "abc", config, "c1", resume=True)
+    assert store.get(raw) is not None and store.get(Subject("raw BoI", "baseline", None, vocabulary="v2")) is None
+    from raylurm.evaluate.store import subject_key
+
+    assert "vocabulary" not in subject_key("abc", config, Subject("popularity", "baseline", None, popularity=True))
+
+
 def test_resume_carries_subjects_not_evaluated_here_and_a_new_checkpoint_replaces_its_old_entry(tmp_path):
     config = EvalConfig()
     first = SubjectStore(tmp_path / "out", "abc", config, "aaa")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raylurm.boi.vocabulary import Vocabulary, VocabularyConfig, build_vocabulary, default_num_interests
+from raylurm.boi.vocabulary import TooManyInterests, Vocabulary, VocabularyConfig, build_vocabulary, default_num_interests
 
 
 def _clustered(n_per: int = 40, centers: int = 5, dim: int = 8, seed: int = 0):
@@ -58,6 +58,20 @@ def test_items_without_embedding_get_no_interest():
     assert vocab.config["items_without_embedding"] == 3
 
 
+def test_one_interest_per_item():
+    """num_interests="items": no clustering, each item with an embedding is its own interest (duplicates too)."""
+    ids, x, _ = _clustered(n_per=4)
+    x[1] = x[0]  # identical vectors stay two interests
+    x[5] = 0  # no embedding: no interest
+    vocab = build_vocabulary(ids, x, VocabularyConfig(num_interests="items"))
+    assigned = vocab.interest_ids.to_pylist()
+    assert vocab.num_interests == len(x) - 1 and assigned[5] == []
+    assert [a[0] for a in assigned if a] == list(range(len(x) - 1))
+    np.testing.assert_array_equal(vocab.centroids, np.delete(x, 5, axis=0))
+    soft = build_vocabulary(ids, x, VocabularyConfig(num_interests="items", assignment="soft", top_k=2))
+    assert all(len(a) == 2 for i, a in enumerate(soft.interest_ids.to_pylist()) if i != 5)
+
+
 def test_save_load_and_hash(tmp_path):
     ids, x, _ = _clustered()
     vocab = build_vocabulary(ids, x, VocabularyConfig(num_interests=5, seed=1))
@@ -76,5 +90,7 @@ def test_bad_config_and_too_few_items():
     with pytest.raises(ValueError, match="assignment"):
         VocabularyConfig(assignment="fuzzy")
     ids, x, _ = _clustered(n_per=1)
-    with pytest.raises(ValueError, match="num-interests"):
+    with pytest.raises(TooManyInterests, match="num-interests items"):
         build_vocabulary(ids, x, VocabularyConfig(num_interests=50))
+    with pytest.raises(ValueError, match="num_interests"):
+        VocabularyConfig(num_interests="all")
