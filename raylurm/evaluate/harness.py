@@ -280,7 +280,10 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
     footer = (report.findings(summary, per_user, split.meta.get("dataset")) + ("\n" + footer if footer else "")
               + ("\n" + vocabularies.section(out / "vocabularies.csv", split) if (out / "vocabularies.csv").exists() else ""))
     text = report.markdown(summary, header, relative, footer, per_user=per_user)
-    report.write_text(md_path, text)
+    if results_md is not None:  # one file for every dataset: this dataset's section is replaced, the others kept
+        report.write_section(md_path, str(split.meta.get("dataset") or split.id), text)
+    else:
+        report.write_text(md_path, text)
     if results_md is not None and md_path != out / "RESULTS.md":
         report.write_text(out / "RESULTS.md", report.markdown(summary, header, [str(Path(_relpath(i, out))) for i in images], footer,
                                                               per_user=per_user))

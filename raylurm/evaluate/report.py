@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -151,6 +152,29 @@ def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str 
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+SECTION = re.compile(r"<!-- raylurm:results (?P<name>[^ ]+) -->\n(?P<body>.*?)<!-- /raylurm:results (?P=name) -->\n?", re.S)
+LEGACY_TITLE = re.compile(r"^# Results — (?P<name>\S+)", re.M)
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Write ``text`` as dataset ``name``'s section of the results file ``path``, keeping the other datasets' sections.
+
+    Sections are delimited by ``<!-- raylurm:results NAME -->`` markers and ordered by name; a file written
+    before sections existed is one section, named by its ``# Results — NAME`` title."""
+    sections: dict[str, str] = {}
+    if path.exists():
+        old = path.read_text()
+        found = list(SECTION.finditer(old))
+        if found:
+            sections = {m["name"]: m["body"] for m in found}
+        elif old.strip():
+            title = LEGACY_TITLE.search(old)
+            sections = {title["name"] if title else "unnamed": old}
+    sections[name] = text if text.endswith("\n") else text + "\n"
+    write_text(path, "\n".join(f"<!-- raylurm:results {n} -->\n{body}<!-- /raylurm:results {n} -->\n"
+                                for n, body in sorted(sections.items())))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

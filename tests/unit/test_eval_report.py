@@ -319,3 +319,20 @@ def test_markdown_with_findings_has_no_nan(summary, per_user, findings):
     text = report.markdown(summary, "# Results\n", ["plots/profiling.png"], findings, per_user=per_user)
     assert text.startswith("# Results\n") and "![profiling](plots/profiling.png)" in text and findings.strip() in text
     assert "nan" not in text.lower()
+
+
+def test_one_results_file_holds_a_section_per_dataset(tmp_path):
+    """--results-md RESULTS.md replaces this dataset's section and keeps the others (ordered by name); a file
+    written before sections existed becomes the section its title names."""
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results — ml-1m\n\nold ml-1m rows\n")
+    report.write_section(path, "synth-lifelong", "# Results — synth-lifelong\n\nlifelong rows")
+    text = path.read_text()
+    assert text.index("old ml-1m rows") < text.index("lifelong rows")
+    report.write_section(path, "ml-1m", "# Results — ml-1m\n\nnew ml-1m rows\n")
+    text = path.read_text()
+    assert "old ml-1m rows" not in text and text.count("new ml-1m rows") == 1 and text.count("lifelong rows") == 1
+    assert text.index("new ml-1m rows") < text.index("lifelong rows")
+    report.write_section(path, "synth-lifelong", "# Results — synth-lifelong\n\nlifelong rows, again\n")
+    text = path.read_text()
+    assert text.count("<!-- raylurm:results ml-1m -->") == 1 and "lifelong rows, again" in text and "lifelong rows\n" not in text
