@@ -113,6 +113,8 @@ def build_vocabulary(item_ids: pa.Array, vectors: np.ndarray, config: Vocabulary
     usable = np.linalg.norm(vectors, axis=1) > 0  # co-occurrence embeddings are zero for never-seen items
     k = config.top_k if config.assignment == "soft" else 1
     if config.num_interests == "items":  # every item its own interest: the centroids are the items
+        if not usable.any():
+            raise TooManyInterests("no item has an embedding: no interest can be formed")
         centroids = vectors[usable].copy()
         ids, weights, _ = _assign(vectors, centroids, min(k, len(centroids)), config.soft_temperature)
         if k == 1:  # by position, not by search: items with equal vectors stay distinct interests

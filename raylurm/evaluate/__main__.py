@@ -48,6 +48,7 @@ from raylurm.evaluate.harness import (
     git_commit,
     latest_per_method,
     pretrain_on_split,
+    refuse_stale_run,
     registry_per_method,
     result_in_run,
     run_name,
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         for method in methods:
             runs = []
             for seed in range(args.pretrain_seeds):
+                refuse_stale_run(storage, run_name(method, split, seed), split)
                 found = result_in_run(storage, run_name(method, split, seed), split)
                 if seed == 0 and found is None and not args.pretrain:
                     found = latest_per_method(storage, split).get(method)
@@ -146,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             options = getattr(METHODS[method], "paper_loss", None)
             if args.ablations and options:
                 name = ablation_run_name(method, split)
+                refuse_stale_run(storage, name, split)
                 found = result_in_run(storage, name, split)
                 if args.pretrain and not finished_run(storage, name, split, args.epochs):
                     found = pretrain_on_split(split, method, args.epochs, args.num_workers, storage, overrides=options, name=name)
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             # a run of the method's paper loss (evaluate --ablations names it so) keeps its own row label
             checkpoints[ablation_label(method) if ablation_run_name(method, split) == path.parent.name else method] = path
     out = Path(args.out) if args.out else data_home() / "evaluations" / f"{split.meta['dataset']}-{split.id}"
-    store = SubjectStore(out / "subjects", split.id, config, commit, resume=args.resume)
+    store = SubjectStore(out / "subjects", split.id, config, commit, resume=args.resume, vocabulary=split.meta.get("vocabulary_hash"))
     rows, per_user = evaluate(split, checkpoints, config, baselines=not args.no_baselines, store=store)
     command = "python -m raylurm.evaluate " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     text, md = write_outputs(rows, per_user, out, split, checkpoints, command.strip(),

@@ -374,6 +374,19 @@ def result_in_run(storage: Path, name: str, split: Split) -> Path | None:
     return best_in_run(storage / name, split.id)
 
 
+def refuse_stale_run(storage: Path, name: str, split: Split) -> None:
+    """A clear error for run ``name`` if it read the split's interests with a vocabulary the split has replaced since
+    (a rebuilt split keeps its id, so the run's name is the same): resuming it would mix two vocabularies."""
+    found = result_in_run(storage, name, split)
+    if found is None:
+        return
+    meta = read_meta(found)
+    if reads_interests(meta) and meta.get("vocabulary_hash") != split.meta["vocabulary_hash"]:
+        raise ValueError(f"run {storage / name} was pretrained with interest vocabulary {meta.get('vocabulary_hash')}, but the "
+                         f"split's BoI now has {split.meta['vocabulary_hash']} (the dataset's vocabulary was chosen anew): "
+                         f"move it away (mv {storage / name} {storage / name}.old) and run this command again")
+
+
 def finished_run(storage: Path, name: str, split: Split, epochs: int) -> bool:
     """Whether run ``name`` trained ``epochs`` epochs on ``split`` or stopped early."""
     return run_finished(storage / name, epochs, split.id)

@@ -154,7 +154,7 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-SECTION = re.compile(r"<!-- raylurm:results (?P<name>[^ ]+) -->\n(?P<body>.*?)<!-- /raylurm:results (?P=name) -->\n?", re.S)
+SECTION = re.compile(r"<!-- raylurm:results (?P<name>\S+) -->\r?\n(?P<body>.*?)<!-- /raylurm:results (?P=name) -->\r?\n?", re.S)
 LEGACY_TITLE = re.compile(r"^# Results — (?P<name>\S+)", re.M)
 
 
@@ -163,18 +163,21 @@ def write_section(path: Path, name: str, text: str) -> None:
 
     Sections are delimited by ``<!-- raylurm:results NAME -->`` markers and ordered by name; a file written
     before sections existed is one section, named by its ``# Results — NAME`` title."""
+    name = re.sub(r"\s+", "-", name.strip()) or "unnamed"  # one token: the markers' name
     sections: dict[str, str] = {}
+    preamble = ""  # text outside every section (written by hand) is kept, above the sections
     if path.exists():
         old = path.read_text()
         found = list(SECTION.finditer(old))
         if found:
             sections = {m["name"]: m["body"] for m in found}
+            preamble = SECTION.sub("", old).strip()
         elif old.strip():
             title = LEGACY_TITLE.search(old)
             sections = {title["name"] if title else "unnamed": old}
     sections[name] = text if text.endswith("\n") else text + "\n"
-    write_text(path, "\n".join(f"<!-- raylurm:results {n} -->\n{body}<!-- /raylurm:results {n} -->\n"
-                                for n, body in sorted(sections.items())))
+    write_text(path, (preamble + "\n\n" if preamble else "") + "\n".join(
+        f"<!-- raylurm:results {n} -->\n{body}<!-- /raylurm:results {n} -->\n" for n, body in sorted(sections.items())))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

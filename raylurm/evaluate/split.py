@@ -296,8 +296,11 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
         split = Split.load(root)
         if split.id != sid:
             raise DataError(f"split directory holds split {split.id}, not {sid}", file=str(root))
+        split = _finish_interrupted_rebuild(split)
         if wanted is not None and not same_vocabulary(split, wanted):
-            split = rebuild_bois(split, wanted)
+            # the chosen embeddings and vocabulary; the split's own BoI options (scales, lengths) stay as they were
+            stored = stored_build_config(split)
+            split = rebuild_bois(split, dataclasses.replace(stored, embedding=wanted.embedding, vocabulary=wanted.vocabulary))
         return split
     with atomic_dir(root, overwrite=False) as tmp:
         meta = _write_parts(dataset_dir, config, tmp, key)
@@ -316,13 +319,53 @@ def chosen_build_config(dataset_dir: Path) -> BuildConfig | None:
 
 
 def _vocabulary_fields(config: dict) -> dict:
-    return {"embedding": config.get("embedding"), "vocabulary": config.get("vocabulary")}
+    """The embedding and vocabulary sections of a stored build config, read through their config classes (a field
+    added since, absent from the stored JSON, takes its default; tuples and lists compare equal), as plain JSON."""
+    from raylurm.boi.embeddings import ItemEmbeddingConfig
+    from raylurm.boi.vocabulary import VocabularyConfig
+
+    out = {}
+    for name, cls in (("embedding", ItemEmbeddingConfig), ("vocabulary", VocabularyConfig)):
+        known = {f.name for f in dataclasses.fields(cls)}
+        section = {k: v for k, v in (config.get(name) or {}).items() if k in known}
+        out[name] = json.loads(json.dumps(dataclasses.asdict(cls(**section))))
+    return out
+
+
+def stored_build_config(split: Split) -> BuildConfig:
+    """The build config the split's BoI was made with (through the config classes, as :func:`_vocabulary_fields`)."""
+    from raylurm.boi.embeddings import ItemEmbeddingConfig
+    from raylurm.boi.pipeline import BoiConfig
+    from raylurm.boi.vocabulary import VocabularyConfig
+
+    stored = json.loads((split.boi("pretrain") / "manifest.json").read_text())["config"]
+    fields = _vocabulary_fields(stored)
+    known = {f.name for f in dataclasses.fields(BoiConfig)}
+    boi = {k: tuple(v) if isinstance(v, list) else v for k, v in (stored.get("boi") or {}).items() if k in known}
+    return BuildConfig(embedding=ItemEmbeddingConfig(**fields["embedding"]), vocabulary=VocabularyConfig(**fields["vocabulary"]),
+                       boi=BoiConfig(**boi))
 
 
 def same_vocabulary(split: Split, config: BuildConfig) -> bool:
     """Whether the split's BoI was built with ``config``'s item embeddings and vocabulary settings."""
     stored = json.loads((split.boi("pretrain") / "manifest.json").read_text())["config"]
     return _vocabulary_fields(stored) == _vocabulary_fields(json.loads(json.dumps(dataclasses.asdict(config))))
+
+
+def _finish_interrupted_rebuild(split: Split) -> Split:
+    """A rebuild killed between swapping the BoI in and writing ``split.json``: record the BoI's vocabulary now
+    (without ``same_item_sequences``: the events the earlier BoI kept are no longer known, so no earlier
+    checkpoint is vouched for)."""
+    built = json.loads((split.boi("pretrain") / "manifest.json").read_text())["vocabulary_hash"]
+    if built == split.meta.get("vocabulary_hash"):
+        return split
+    log.warning("split %s: its BoI has vocabulary %s but split.json says %s (an interrupted rebuild): recording it",
+                split.id, built, split.meta.get("vocabulary_hash"))
+    meta = {**split.meta, "vocabulary_hash": built, "same_item_sequences": [],
+            "previous_vocabulary_hashes": [*split.meta.get("previous_vocabulary_hashes", []), split.meta.get("vocabulary_hash")]}
+    with atomic_file(split.root / "split.json") as path:
+        path.write_text(json.dumps(meta, indent=2))
+    return Split.load(split.root)
 
 
 def rebuild_bois(split: Split, config: BuildConfig) -> Split:
@@ -337,16 +380,17 @@ def rebuild_bois(split: Split, config: BuildConfig) -> Split:
     a failed build leaves the split as it was."""
     old = json.loads((split.boi("pretrain") / "manifest.json").read_text())
     directories = sorted(set(DIRECTORIES.values()))
-    kept_before = {d: json.loads((split.boi("pretrain").parent / d / "manifest.json").read_text())["summary"]["events"]
-                   for d in directories}
+    kept_before = {d: (lambda m: (m["events"], m.get("skipped_events", 0)))(
+        json.loads((split.boi("pretrain").parent / d / "manifest.json").read_text())["summary"]) for d in directories}
     log.info("split %s: its vocabulary (%s) is not the chosen one (%s): rebuilding its BoI", split.id,
              _vocabulary_fields(old["config"]), _vocabulary_fields(json.loads(json.dumps(dataclasses.asdict(config)))))
-    same_embeddings = old["config"].get("embedding") == json.loads(json.dumps(dataclasses.asdict(config.embedding)))
+    same_embeddings = _vocabulary_fields(old["config"])["embedding"] == json.loads(json.dumps(dataclasses.asdict(config.embedding)))
     embeddings = split.boi("pretrain") / "item_embeddings" if same_embeddings else None
     boi_root = split.boi("pretrain").parent
     with atomic_dir(boi_root) as tmp:
         _build_bois(split.root / "datasets", tmp, config, embeddings_dir=embeddings)
-    kept = {d: json.loads((boi_root / d / "manifest.json").read_text())["summary"]["events"] for d in directories}
+    kept = {d: (lambda m: (m["events"], m.get("skipped_events", 0)))(json.loads((boi_root / d / "manifest.json").read_text())["summary"])
+            for d in directories}
     same = [*split.meta.get("same_item_sequences", []), split.meta["vocabulary_hash"]] if kept == kept_before else []
     if not same:
         log.warning("split %s: the new vocabulary keeps other events (%s, before %s): sequence checkpoints of the earlier "

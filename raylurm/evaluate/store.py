@@ -117,8 +117,10 @@ def _plain(value: Any) -> Any:
 class SubjectStore:
     """The entries under ``root`` for one split and evaluation config (see the module docstring)."""
 
-    def __init__(self, root: str | Path, split_id: str, config: EvalConfig, commit: str, resume: bool = False):
+    def __init__(self, root: str | Path, split_id: str, config: EvalConfig, commit: str, resume: bool = False,
+                 vocabulary: str | None = None):
         self.root, self.split_id, self.config, self.commit, self.resume = Path(root), split_id, config, commit, resume
+        self.vocabulary = vocabulary  # the split's interest vocabulary now: entries that read another are not carried
         self._config = to_dict(config)
         self._labels: set[str] = set()  # labels evaluated (or read back) by this command: never carried
         self._session = uuid.uuid4().hex  # entries this command writes
@@ -185,12 +187,21 @@ class SubjectStore:
             return []
         out = []
         for path in self._entries():
-            key = json.loads((path / "entry.json").read_text())["key"]
+            head = json.loads((path / "entry.json").read_text())
+            key = head["key"]
             if self._matches(key) and key["name"] not in self._labels:
+                if self._stale_vocabulary(key):
+                    log.info("not carrying %s (run %d): it read the split's earlier interest vocabulary %s", key["name"],
+                             key["run"], key.get("vocabulary"))
+                    continue
                 out.append(self._read(path))
         for entry in out:
             log.info("carrying %s (run %d) from commit %s (%s)", entry.name, entry.run, entry.commit, entry.written)
         return out
+
+    def _stale_vocabulary(self, key: dict) -> bool:
+        """An entry that read interests with a vocabulary the split has replaced since (``vocabulary`` in its key)."""
+        return self.vocabulary is not None and key.get("vocabulary") not in (None, self.vocabulary)
 
     @staticmethod
     def _dirname(key: dict) -> str:

@@ -99,3 +99,15 @@ def test_a_paper_loss_row_shares_its_methods_random_init(tmp_path):
     from raylurm.methods import METHODS
 
     assert {name for name, cls in METHODS.items() if getattr(cls, "paper_loss", None)} == {"sasrec", "dss", "atrank"}
+
+
+def test_a_lurm_run_of_the_splits_earlier_vocabulary_is_refused_with_what_to_do(tmp_path):
+    """A rebuilt split keeps its id, so a LURM run's name is unchanged: resuming it would mix vocabularies."""
+    _checkpoint(tmp_path, "lurm-eval-abc123", 0)
+    _checkpoint(tmp_path, "dss-eval-abc123", 0)
+    split = types.SimpleNamespace(id="abc123", meta={"vocabulary_hash": "v2"})
+    with pytest.raises(ValueError, match="mv .*lurm-eval-abc123 .*lurm-eval-abc123.old"):
+        harness.refuse_stale_run(tmp_path, "lurm-eval-abc123", split)
+    harness.refuse_stale_run(tmp_path, "dss-eval-abc123", split)  # reads item sequences only
+    harness.refuse_stale_run(tmp_path, "lurm-eval-none", split)  # no run yet
+    harness.refuse_stale_run(tmp_path, "lurm-eval-abc123", types.SimpleNamespace(id="abc123", meta={"vocabulary_hash": "v1"}))

@@ -336,3 +336,8 @@ def test_one_results_file_holds_a_section_per_dataset(tmp_path):
     report.write_section(path, "synth-lifelong", "# Results — synth-lifelong\n\nlifelong rows, again\n")
     text = path.read_text()
     assert text.count("<!-- raylurm:results ml-1m -->") == 1 and "lifelong rows, again" in text and "lifelong rows\n" not in text
+    path.write_text("A note written by hand.\n\n" + text.replace("\n", "\r\n"))  # and saved with CRLF line ends
+    report.write_section(path, "my data", "# Results — my data\n\nmine\n")
+    text = path.read_text()
+    assert text.startswith("A note written by hand.") and text.count("<!-- raylurm:results") == 3
+    assert "<!-- raylurm:results my-data -->" in text and "lifelong rows, again" in text

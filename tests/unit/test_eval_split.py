@@ -255,3 +255,25 @@ def test_bad_events_are_data_errors_naming_the_file(tmp_path):
     (data / "events").rmdir()
     with pytest.raises(DataError, match="events"):
         split_id(data, SplitConfig())
+
+
+def test_a_config_field_added_since_the_build_does_not_rebuild_the_split(tmp_path, tiny):
+    """same_vocabulary reads the stored config through the config classes: a field the stored JSON lacks takes its
+    default, so adding a field to VocabularyConfig does not make every split rebuild its BoI."""
+    import dataclasses
+
+    from raylurm.boi.build import BuildConfig
+    from raylurm.boi.vocabulary import VocabularyConfig
+    from raylurm.evaluate.split import same_vocabulary, stored_build_config
+
+    out, meta = tiny
+    wanted = BuildConfig(vocabulary=VocabularyConfig(num_interests=5))
+    stored = json.loads(json.dumps(dataclasses.asdict(wanted)))
+    del stored["vocabulary"]["restarts"]  # a build from before the field existed
+    stored["boi"]["scales"] = ["month"]  # and its own BoI options
+    (out / "boi" / "pretrain").mkdir(parents=True)
+    (out / "boi" / "pretrain" / "manifest.json").write_text(json.dumps({"config": stored}))
+    split = Split(out, meta)
+    assert same_vocabulary(split, wanted)
+    assert not same_vocabulary(split, BuildConfig(vocabulary=VocabularyConfig(num_interests=6)))
+    assert stored_build_config(split).boi.scales == ("month",), "a rebuild keeps the split's own BoI options"

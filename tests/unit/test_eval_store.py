@@ -63,6 +63,9 @@ def test_what_reads_interests_is_keyed_by_its_vocabulary(tmp_path):
     from raylurm.evaluate.store import subject_key
 
     assert "vocabulary" not in subject_key("abc", config, Subject("popularity", "baseline", None, popularity=True))
+    # carried into a report only while the split still has that vocabulary
+    assert [e.name for e in SubjectStore(tmp_path / "out", "abc", config, "c2", resume=True, vocabulary="v1").carried()] == ["raw BoI"]
+    assert SubjectStore(tmp_path / "out", "abc", config, "c2", resume=True, vocabulary="v2").carried() == []
 
 
 def test_resume_carries_subjects_not_evaluated_here_and_a_new_checkpoint_replaces_its_old_entry(tmp_path):

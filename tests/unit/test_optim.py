@@ -42,9 +42,12 @@ def test_a_step_moves_only_the_touched_rows_and_matches_dense_adam_on_them() -> 
     touched = torch.unique(torch.cat([batch[k] for k in batch if k.startswith("view") and k.endswith("_ids")]))
     moved = (sparse.anchors.interest.weight != start).any(dim=1)
     assert moved[touched].all() and not moved[~torch.isin(torch.arange(INFO.num_interests), touched)].any()
-    # a first Adam step is lr·g/(|g| + eps): where |g| is near eps, summation order (coalesced sparse vs dense
-    # scatter) shows; elsewhere the two agree to rounding
-    torch.testing.assert_close(sparse.anchors.interest.weight[touched], dense.anchors.interest.weight[touched], atol=1e-3, rtol=0)
+    # a first step is lr·g/(|g| + eps) for Adam but lr·g/(|g| + eps/sqrt(1 - β2)) for torch's SparseAdam (its eps
+    # is added before the bias correction): the two agree where |g| is far above 32·eps, not near 0
+    clear = dense.anchors.interest.weight.grad[touched].abs() > 1e-3
+    assert clear.sum() >= 20
+    torch.testing.assert_close(sparse.anchors.interest.weight[touched][clear], dense.anchors.interest.weight[touched][clear],
+                               atol=1e-5, rtol=0)
     for (name, a), (_, b) in zip(sparse.named_parameters(), dense.named_parameters()):
         if name != "anchors.interest.weight":
             torch.testing.assert_close(a, b, msg=name)
