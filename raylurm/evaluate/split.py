@@ -368,6 +368,16 @@ def _finish_interrupted_rebuild(split: Split) -> Split:
     return Split.load(split.root)
 
 
+def _kept_events(boi_root: Path) -> dict[str, tuple[int, int]]:
+    """(events kept, events skipped) of every BoI directory under ``boi_root``: equal before and after a rebuild means
+    the item sequences are the same."""
+    out = {}
+    for directory in sorted(set(DIRECTORIES.values())):
+        summary = json.loads((boi_root / directory / "manifest.json").read_text())["summary"]
+        out[directory] = (summary["events"], summary.get("skipped_events", 0))
+    return out
+
+
 def rebuild_bois(split: Split, config: BuildConfig) -> Split:
     """Replace the split's BoI directories by ones built with ``config`` (a newly chosen vocabulary); same split id.
 
@@ -379,18 +389,15 @@ def rebuild_bois(split: Split, config: BuildConfig) -> Split:
     the same. The new directories are built beside the old ones and swapped in (then ``split.json``), so
     a failed build leaves the split as it was."""
     old = json.loads((split.boi("pretrain") / "manifest.json").read_text())
-    directories = sorted(set(DIRECTORIES.values()))
-    kept_before = {d: (lambda m: (m["events"], m.get("skipped_events", 0)))(
-        json.loads((split.boi("pretrain").parent / d / "manifest.json").read_text())["summary"]) for d in directories}
+    boi_root = split.boi("pretrain").parent
+    kept_before = _kept_events(boi_root)
     log.info("split %s: its vocabulary (%s) is not the chosen one (%s): rebuilding its BoI", split.id,
              _vocabulary_fields(old["config"]), _vocabulary_fields(json.loads(json.dumps(dataclasses.asdict(config)))))
     same_embeddings = _vocabulary_fields(old["config"])["embedding"] == json.loads(json.dumps(dataclasses.asdict(config.embedding)))
     embeddings = split.boi("pretrain") / "item_embeddings" if same_embeddings else None
-    boi_root = split.boi("pretrain").parent
     with atomic_dir(boi_root) as tmp:
         _build_bois(split.root / "datasets", tmp, config, embeddings_dir=embeddings)
-    kept = {d: (lambda m: (m["events"], m.get("skipped_events", 0)))(json.loads((boi_root / d / "manifest.json").read_text())["summary"])
-            for d in directories}
+    kept = _kept_events(boi_root)
     same = [*split.meta.get("same_item_sequences", []), split.meta["vocabulary_hash"]] if kept == kept_before else []
     if not same:
         log.warning("split %s: the new vocabulary keeps other events (%s, before %s): sequence checkpoints of the earlier "

@@ -53,29 +53,16 @@ class Variant:
                                    vocabulary=VocabularyConfig(**{**dataclasses.asdict(base.vocabulary), "num_interests": self.num_interests}))
 
 
-def split_build_config(split):
-    """The build config the split's own BoI was made with (its BoI options carry over to every variant)."""
-    import json
-
-    from raylurm.boi.build import BuildConfig
-    from raylurm.boi.embeddings.config import ItemEmbeddingConfig
-    from raylurm.boi.pipeline import BoiConfig
-    from raylurm.boi.vocabulary import VocabularyConfig
-
-    config = json.loads((split.boi("pretrain") / "manifest.json").read_text())["config"]
-    return BuildConfig(embedding=ItemEmbeddingConfig(**config["embedding"]), vocabulary=VocabularyConfig(**config["vocabulary"]),
-                       boi=BoiConfig(**config["boi"]))
-
-
 def build_variant(split, variant: Variant, progress: bool = False) -> Path:
     """The variant's BoI of the split's pretraining part (built once), reusing its embedding method's item embeddings."""
     from raylurm.boi.build import build
+    from raylurm.evaluate.split import stored_build_config
 
     root = split.root / "variants"
     out = root / variant.name / "boi" / "pretrain"
     if (out / "manifest.json").exists():
         return out
-    base = split_build_config(split)
+    base = stored_build_config(split)
     candidates = [split.boi("pretrain")] if base.embedding == variant.build_config(base).embedding else []  # the split's own
     candidates += sorted(d / "boi" / "pretrain" for d in root.glob(f"{variant.embedding}-d*")) if root.exists() else []
     shared = next((c / "item_embeddings" for c in candidates if (c / "item_embeddings").exists()), None)
