@@ -106,7 +106,7 @@ def _terminated(experiment: Path) -> set[str]:
     return out
 
 
-EPOCHS = 4  # long enough that Tune saves its state between one trial's end and the next one's
+EPOCHS = 6  # long enough that the next trial is still running when Tune has saved the previous one as finished
 
 
 def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ray_runtime):
@@ -119,7 +119,10 @@ def test_a_sweep_whose_driver_is_killed_resumes_and_completes(data, tmp_path, ra
     args = [str(sweep), "--data", str(data), "--cutoff-quantile", QUANTILE, "--name", "killed", "--storage-path", str(storage),
             "--registry", str(tmp_path / "registry"), "-q"]
     # a second driver on the session's cluster, killed (SIGKILL) once one trial finished and the next is mid-way
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # Tune saves its experiment state every 10 s at the least ("auto"); a tiny trial can start, run and end inside that
+    # period, so the sweep could finish before any state recorded one trial done and the next one running (seen in CI)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
     driver = subprocess.Popen([sys.executable, "-m", "raylurm.tune", *args, "--address", ray_runtime.get_runtime_context().gcs_address],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = storage / "killed" / "lurm"
