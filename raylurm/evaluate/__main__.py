@@ -16,7 +16,8 @@ it was evaluated at (``raylurm.evaluate.store``).
 
 Tasks (see ``raylurm.evaluate.tasks``): user profiling, category preference, next item
 (leave-one-out on every user, full ranking over the items with events, and 100
-popularity-sampled negatives). Baselines in the same tables: majority (label prior),
+popularity-sampled negatives), and on synthetic data the recovery of each user's first-year topic
+mixture from its ``truth.parquet`` (``raylurm.evaluate.recovery``). Baselines in the same tables: majority (label prior),
 popularity, raw BoI, TF-IDF of the user's item texts, a randomly initialised encoder of each
 evaluated method. Every verdict is a paired bootstrap over the same test users. The harness owns the split (``raylurm.evaluate.split``); a
 checkpoint is evaluated only if it was pretrained on that split's pretraining part
@@ -30,6 +31,7 @@ the paired tests' input) and PNG plots; prints the tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -55,6 +57,7 @@ from raylurm.evaluate.harness import (
     split_of_checkpoint,
     write_outputs,
 )
+from raylurm.evaluate.recovery import first_year_mixtures
 from raylurm.evaluate.split import SplitConfig, materialise
 from raylurm.evaluate.store import SubjectStore
 from raylurm.methods import METHODS
@@ -96,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutoff-quantile", type=float, default=SplitConfig().cutoff_quantile,
                    help="category-preference cutoff as a quantile of event times (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="probe seeds (default: %(default)s)")
-    p.add_argument("--tasks", default="profiling,category,next_item", help="comma-separated subset of tasks")
+    p.add_argument("--tasks", help="comma-separated subset of profiling, category, next_item, recovery (default: the first "
+                                   "three, and recovery where the dataset keeps its generating truth, truth.parquet)")
     protocol = p.add_argument_group("next-item protocol (defaults: the full-ranking leave-one-out anchors' protocol)")
     cli.add_config_arguments(protocol, tasks.EvalConfig, PROTOCOL_FIELDS)
     p.add_argument("--no-baselines", action="store_true", help="skip raw BoI, TF-IDF, random init and popularity")
@@ -114,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate the checkpoints the arguments name (pretraining them first with ``--pretrain``); write and print the report."""
     commit = git_commit()  # before anything is written: earlier outputs in the checkout must not count as changes
-    config = cli.config_from_args(args, tasks.EvalConfig, PROTOCOL_FIELDS, seeds=tuple(range(args.seeds)),
-                                  tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
+    chosen = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else tasks.TASKS
+    config = cli.config_from_args(args, tasks.EvalConfig, PROTOCOL_FIELDS, seeds=tuple(range(args.seeds)), tasks=chosen)
     split_config = SplitConfig(cutoff_quantile=args.cutoff_quantile)
     storage = Path(args.storage_path or default_storage()).expanduser()
     if args.pretrain_seeds < 1 or (args.pretrain_seeds > 1 and not (args.all and args.pretrain)):
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         split = split_of_checkpoint(paths[0])  # the checkpoint records its split, and the split its dataset
     else:
         split = materialise(datasets.resolve(args.data or "ml-1m"), split_config)
+    if args.tasks is None and first_year_mixtures(split.source) is not None:
+        config = dataclasses.replace(config, tasks=config.tasks + ("recovery",))
     if args.all:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = sorted(set(methods) - set(METHODS))

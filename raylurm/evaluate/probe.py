@@ -115,7 +115,8 @@ def fit(features: Features, targets: np.ndarray, train: np.ndarray, valid: np.nd
 
     ``targets`` row-aligned with ``features``: class indices (``loss="softmax"``), a 0/1 matrix
     (``loss="sigmoid"``, multi-label; binary tasks use one column) or a standardised (n, 1) float
-    matrix (``loss="mse"``, regression).
+    matrix (``loss="mse"``, regression) or rows of class probabilities (``loss="soft"``: cross-entropy
+    against a distribution, e.g. a topic mixture).
     """
     if len(np.intersect1d(train, valid)):
         raise ValueError("probe training and validation users overlap")
@@ -133,7 +134,8 @@ def _fit_one(features, targets, train, valid, loss, out_dim, select, seed, confi
     rng = np.random.default_rng(seed)
     model = MLP(features.dim, out_dim, features.sparse, config, output_bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=weight_decay)
-    criterion = {"softmax": nn.CrossEntropyLoss, "sigmoid": nn.BCEWithLogitsLoss, "mse": nn.MSELoss}[loss]()
+    criterion = {"softmax": nn.CrossEntropyLoss, "soft": nn.CrossEntropyLoss, "sigmoid": nn.BCEWithLogitsLoss,
+                 "mse": nn.MSELoss}[loss]()
     probe = FittedProbe(model, features, weight_decay, 0, -math.inf)
     best_state, since_best = copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, config.max_epochs + 1):

@@ -21,7 +21,9 @@ from raylurm.config import typed_config
 from raylurm.evaluate.probe import ProbeConfig
 from raylurm.evaluate.represent import Representation
 
-TASKS = ("profiling", "category", "next_item")
+TASKS = ("profiling", "category", "next_item")  # the default tasks
+# only where the dataset keeps its generating truth (synthetic data: truth.parquet; raylurm.evaluate.recovery)
+OPTIONAL_TASKS = ("recovery",)
 USER_COLUMNS = ("task", "target", "model", "group", "run", "seed", "user_id", "kind", "label", "score", "pred", "rank")
 
 
@@ -34,7 +36,8 @@ class EvalConfig:
         "probe-train / selection / test shares of the users; the selection share is fixed by a hash of the user id "
         "(raylurm.evaluate.cohorts), the same for Tune and every seed, and never a test user"))] = (0.6, 0.2, 0.2)
     probe: ProbeConfig = ProbeConfig()
-    tasks: Annotated[tuple[str, ...], Field(description="a subset of profiling, category, next_item")] = TASKS
+    tasks: Annotated[tuple[str, ...], Field(
+        description="a subset of profiling, category, next_item, recovery (synthetic data only)")] = TASKS
     # ---------------------------------------------------------------- next item (leave-one-out)
     catalogue: Annotated[Literal["events", "vocabulary"], Field(description=(
         "next item candidates: 'events' = items with at least one event in the dataset (the anchors' 3,706 on ML-1M), "
@@ -60,8 +63,8 @@ class EvalConfig:
         if len(self.seeds) < 1 or len(self.next_item_seeds) < 1 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
             raise ValueError(f"need >= 1 seed and three positive fractions summing to 1, got seeds={self.seeds}, "
                              f"fractions={self.fractions}")
-        if set(self.tasks) - set(TASKS):
-            raise ValueError(f"tasks must be a subset of {sorted(TASKS)}, got {self.tasks}")
+        if set(self.tasks) - set(TASKS + OPTIONAL_TASKS):
+            raise ValueError(f"tasks must be a subset of {sorted(TASKS + OPTIONAL_TASKS)}, got {self.tasks}")
         return self
 
 

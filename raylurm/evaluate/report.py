@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from raylurm.data.io import atomic_file
-from raylurm.evaluate import stats
+from raylurm.evaluate import recovery, stats
 from raylurm.train.curves import read_curves, summarise_run
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ UNRANKED = frozenset({"pop pct@10"})  # no better direction: no best value in bo
 ANCHORS = {"SASRec": (0.2853, 0.1603), "HSTU": (0.3097, 0.1720), "HSTU-large": (0.3294, 0.1893)}
 SUMMARY_COLUMNS = ["task", "target", "model", "group", "metric", "mean", "std", "seeds", "users"]
 CATEGORY = [("mean", "AUC"), ("mean", "accuracy")]
+RECOVERY = [(recovery.TARGET, "cosine"), (recovery.TARGET, "accuracy")]
 VERDICTS = (">", "≈", "<")
 AT_CHANCE = "at chance"
 
@@ -126,15 +127,19 @@ def tables(summary: pd.DataFrame, per_user: pd.DataFrame | None = None) -> dict[
         line = prevalence(per_user, task) if not table.startswith("_not evaluated_") else ""
         return table + "\n" + line if line else table
 
-    return {
+    out = {
         "User profiling (test users; MLP probe on frozen representations)":
             with_prevalence(_table(summary, "profiling", profiling_columns(summary), models), "profiling"),
         "Category preference (input before the cutoff, labels after; mean over categories)":
             with_prevalence(_table(summary, "category", CATEGORY, models), "category"),
+        "Recovery of the first year's interests (synthetic truth; MLP probe, cosine to the true topic mixture, "
+        "top topic accuracy)": _table(summary, "recovery", RECOVERY, models),
         "Next item, full ranking (every user, the items with events, history masked; one value per next-item seed)":
             _table(summary, "next_item", [("full", m) for m in RANKING], models),
         "Next item, sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
     }
+    # recovery needs a dataset's generating truth (synthetic data): no table where no row could exist
+    return {title: table for title, table in out.items() if not title.startswith("Recovery") or (summary.task == "recovery").any()}
 
 
 def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str = "",
@@ -203,6 +208,7 @@ def bar_plots(summary: pd.DataFrame, out: Path) -> list[Path]:
     panels = {
         "profiling": profiling_columns(summary),
         "category": CATEGORY,
+        "recovery": RECOVERY,
         "next_item_full": [("full", m) for m in stats.RANKING],
         "next_item_sampled": [("sampled", m) for m in stats.RANKING],
     }
@@ -294,6 +300,8 @@ def headline_metrics(per_user: pd.DataFrame) -> list[tuple[str, str, str]]:
         out += [("profiling", str(target), m) for m in stats.METRICS_BY_KIND.get(str(kind), ())]
     if (per_user.task == "category").any():
         out += [("category", stats.MEAN, "AUC"), ("category", stats.MEAN, "accuracy")]
+    if (per_user.task == "recovery").any():
+        out += [("recovery", recovery.TARGET, m) for m in stats.METRICS_BY_KIND["recovery"]]
     protocols = set(per_user[per_user.task == "next_item"].target)
     out += [("next_item", p, m) for p, m in (("full", "NDCG@10"), ("full", "HR@10"), ("sampled", "NDCG@10")) if p in protocols]
     return out

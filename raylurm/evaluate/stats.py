@@ -40,6 +40,7 @@ METRICS_BY_KIND = {
     "regression": ("MAE", "R²", "Spearman"),
     "multilabel": ("AUC", "accuracy"),
     "ranking": tuple(RANKING),
+    "recovery": ("cosine", "accuracy"),  # score = the user's cosine; label / pred = true / predicted top topic
 }
 MEAN = "mean"  # the category target averaged over categories
 MAJORITY = "majority"
@@ -96,6 +97,8 @@ def per_user_values(metric: str, kind: str, label: np.ndarray, score: np.ndarray
         if kind == "multilabel":
             return ((np.asarray(score) > 0) == (np.asarray(label) > 0.5)).astype(np.float64)
         return (np.asarray(pred, dtype=np.float64) == np.asarray(label, dtype=np.float64)).astype(np.float64)
+    if metric == "cosine":
+        return np.asarray(score, dtype=np.float64)
     if metric == "MAE":
         return np.abs(np.asarray(score, dtype=np.float64) - np.asarray(label, dtype=np.float64))
     return None

@@ -11,6 +11,8 @@ so that every "A vs B" claim is a paired test (:mod:`raylurm.evaluate.stats`).
 * **profiling** (:mod:`raylurm.evaluate.profiling`) — every label column of ``users.parquet``.
 * **category preference** (:mod:`raylurm.evaluate.category`) — LURM §4.2.
 * **next item** (:mod:`raylurm.evaluate.next_item`) — leave-one-out on every user, full ranking.
+* **recovery** (:mod:`raylurm.evaluate.recovery`, synthetic data only) — the first year's true topic
+  mixture read back from the representation.
 
 Baselines beside every method: ``majority`` (label prior), ``popularity``, raw BoI, TF-IDF, and
 each method's random initialisation (``raylurm.evaluate.harness``).
@@ -32,6 +34,7 @@ from raylurm.evaluate.category import category, category_labels
 from raylurm.evaluate.next_item import NextItemData, next_item, next_item_data
 from raylurm.evaluate.profiling import MAX_LABEL_VALUES, label_columns, log_skipped, profiling, regression_columns
 from raylurm.evaluate.protocol import TASKS, USER_COLUMNS, EvalConfig, Subject, align
+from raylurm.evaluate.recovery import first_year_mixtures, recovery
 from raylurm.evaluate.represent import item_counts, item_index, item_popularity, item_term_counts, tfidf
 from raylurm.evaluate.split import Split
 
@@ -72,6 +75,11 @@ class Context:
     @functools.cached_property
     def numeric_labels(self) -> dict[str, dict]:
         return regression_columns(self.split.dataset("history") / "users.parquet")
+
+    @functools.cached_property
+    def truth(self) -> dict | None:
+        """user -> first-year topic mixture (synthetic data: the source's truth.parquet), else None."""
+        return first_year_mixtures(self.split.source)
 
     @functools.cached_property
     def categories(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -135,6 +143,9 @@ def run(subject: Subject, context: Context) -> tuple[list[dict], pd.DataFrame]:
         rows, frames = rows + more, frames + users
     if "category" in context.config.tasks and not subject.popularity:
         more, users = category(subject, context)
+        rows, frames = rows + more, frames + users
+    if "recovery" in context.config.tasks and not subject.popularity:
+        more, users = recovery(subject, context)
         rows, frames = rows + more, frames + users
     if "next_item" in context.config.tasks and not subject.majority:
         more, users = next_item(subject, context)
