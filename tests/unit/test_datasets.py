@@ -29,3 +29,16 @@ def test_a_generated_name_is_generated_once_then_resolved(tmp_path, monkeypatch)
     assert datasets.resolve("synth-lifelong") == path and (path / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="synth-lifelong"):
         datasets.resolve("no-such-dataset")
+
+
+def test_a_generated_name_whose_config_changed_is_generated_again(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("RAYLURM_HOME", str(tmp_path))
+    small = dataclasses.replace(datasets.GENERATED["synth-lifelong"], users=40, years=2, items=200, num_topics=20,
+                                num_categories=4)
+    monkeypatch.setitem(datasets.GENERATED, "synth-lifelong", small)
+    path = datasets.resolve("synth-lifelong")
+    monkeypatch.setitem(datasets.GENERATED, "synth-lifelong", dataclasses.replace(small, label_strength=1.0))
+    with caplog.at_level("WARNING", logger="raylurm.data.datasets"):
+        assert datasets.resolve("synth-lifelong") == path
+    assert "label_strength differ" in caplog.text  # not the stale one, silently
+    assert load_manifest(path)["config"]["label_strength"] == 1.0
