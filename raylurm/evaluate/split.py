@@ -209,6 +209,19 @@ def items_digest(dataset_dir: Path) -> str | None:
     return h.hexdigest()[:16]
 
 
+def users_digest(dataset_dir: Path) -> str | None:
+    """sha256 of ``users.parquet`` (every column, rows by user id): the labels a split copies."""
+    path = Path(dataset_dir) / "users.parquet"
+    if not path.exists():
+        return None
+    users = pq.read_table(path)
+    users = users.take(pc.sort_indices(users, [("user_id", "ascending")]))
+    h = hashlib.sha256()
+    for name in users.column_names:
+        _update(h, name, users[name])
+    return h.hexdigest()[:16]
+
+
 def _update(h, name: str, column: pa.ChunkedArray | pa.Array) -> None:
     """Feed one column's values (not its chunking or buffer layout) into ``h``."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -297,6 +310,7 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
         if split.id != sid:
             raise DataError(f"split directory holds split {split.id}, not {sid}", file=str(root))
         split = _finish_interrupted_rebuild(split)
+        split = _check_labels(split, dataset_dir)
         if wanted is not None and not same_vocabulary(split, wanted):
             # the chosen embeddings and vocabulary; the split's own BoI options (scales, lengths) stay as they were
             stored = stored_build_config(split)
@@ -309,6 +323,25 @@ def materialise(dataset: str | os.PathLike, config: SplitConfig = SplitConfig(),
         (tmp / "split.json").write_text(json.dumps(meta, indent=2))
     log.info("split %s ready at %s", meta["id"], root)
     return Split.load(root)
+
+
+def _check_labels(split: Split, dataset_dir: Path) -> Split:
+    """Refuse a split whose dataset's users table (the profiling labels) changed since it was cut.
+
+    The split id hashes the events and items only, so a dataset regenerated with other labels but the same
+    events (a synthetic benchmark's label parameters) would silently keep the old labels' copies; a split cut
+    before the digest was recorded gets it recorded now."""
+    digest = users_digest(dataset_dir)
+    recorded = split.meta.get("users_digest", "unrecorded")
+    if recorded == digest:
+        return split
+    if recorded == "unrecorded":
+        with atomic_file(split.root / "split.json") as path:
+            path.write_text(json.dumps({**split.meta, "users_digest": digest}, indent=2))
+        return Split.load(split.root)
+    raise DataError(f"the users table (the profiling labels) changed since split {split.id} was cut from this dataset; "
+                    f"its copies, the runs pretrained on it and its stored evaluations hold the old labels: move "
+                    f"{split.root} away to cut the split again", file=str(Path(dataset_dir) / "users.parquet"))
 
 
 def chosen_build_config(dataset_dir: Path) -> BuildConfig | None:
@@ -431,7 +464,7 @@ def _write_parts(dataset_dir: Path, config: SplitConfig, out: Path, key: dict | 
     return {"id": _id_of(key), "version": VERSION, "dataset": manifest.get("name"),
             "dataset_dir": str(dataset_dir.resolve()), "config": dataclasses.asdict(config), "holdout": HOLDOUT,
             "tie_rule": TIE_RULE, "events_digest": key["events_digest"], "items_digest": key["items_digest"],
-            "cutoff": cutoff, "events": {p: int(masks[DIRECTORIES[p]].sum()) for p in PARTS},
+            "users_digest": users_digest(dataset_dir), "cutoff": cutoff, "events": {p: int(masks[DIRECTORIES[p]].sum()) for p in PARTS},
             "parts": {p: {"dataset": f"datasets/{DIRECTORIES[p]}", "boi": f"boi/{DIRECTORIES[p]}"} for p in PARTS}}
 
 

@@ -277,3 +277,22 @@ def test_a_config_field_added_since_the_build_does_not_rebuild_the_split(tmp_pat
     assert same_vocabulary(split, wanted)
     assert not same_vocabulary(split, BuildConfig(vocabulary=VocabularyConfig(num_interests=6)))
     assert stored_build_config(split).boi.scales == ("month",), "a rebuild keeps the split's own BoI options"
+
+
+def test_changed_labels_under_the_same_events_are_refused_and_an_old_split_gets_its_digest(tmp_path, tiny):
+    """The split id hashes events and items; the users table (labels) is checked apart: a regenerated dataset with
+    other labels and the same events must not keep the old labels' copies silently."""
+    from raylurm.evaluate.split import _check_labels, users_digest
+
+    out, meta = tiny
+    data = tmp_path / "data"
+    assert meta["users_digest"] == users_digest(data)
+    old = {k: v for k, v in meta.items() if k != "users_digest"}  # a split cut before the digest was recorded
+    (out / "split.json").write_text(json.dumps(old))
+    split = _check_labels(Split(out, old), data)
+    assert split.meta["users_digest"] == users_digest(data) and json.loads((out / "split.json").read_text())["users_digest"]
+    assert _check_labels(split, data) is split  # unchanged: nothing to do
+    pq.write_table(pa.table({"user_id": ["a", "b", "c"], "gender": ["M", "M", "M"]}), data / "users.parquet")
+    with pytest.raises(DataError, match="labels.*changed") as error:
+        _check_labels(split, data)
+    assert "users.parquet" in str(error.value) and str(out) in str(error.value)
