@@ -29,7 +29,7 @@ serve: setup
 	$(PY) -m raylurm.serve
 
 test: setup
-	$(PY) -m pytest tests --durations=15
+	$(PY) -m pytest tests --durations=40
 
 clean:
 	rm -rf $(VENV) .pytest_cache
