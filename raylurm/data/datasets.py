@@ -84,7 +84,7 @@ def prepare_bundled(name: str, out: str | os.PathLike | None = None, on_bad_rows
     out = Path(out) if out else default_dir(name)
     if name in GENERATED:
         log.info("generating %s into %s", name, out)
-        generate(GENERATED[name], out, progress=log.isEnabledFor(logging.INFO))
+        generate(GENERATED[name], out, progress=log.isEnabledFor(logging.INFO), name=name)
         return out
     log.info("preparing %s into %s", name, out)
     prepare(BUNDLED[name](), out, on_bad_rows)
@@ -95,11 +95,12 @@ def _stale_generated(name: str, target: Path) -> bool:
     """A generated benchmark whose recorded config is not the current one (it is regenerated, with a warning)."""
     if name not in GENERATED:
         return False
-    recorded = load_manifest(target).get("config")
+    manifest = load_manifest(target)
+    recorded = manifest.get("config")
     current = dataclasses.asdict(GENERATED[name])
-    if recorded == current:
+    if recorded == current and manifest.get("name") == name:
         return False
-    changed = sorted(k for k in set(recorded or {}) | set(current) if (recorded or {}).get(k) != current.get(k))
+    changed = sorted(k for k in set(recorded or {}) | set(current) if (recorded or {}).get(k) != current.get(k)) or ["name"]
     log.warning("%s at %s was generated with another config (%s differ): generating it again", name, target,
                 ", ".join(changed))
     return True

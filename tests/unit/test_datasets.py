@@ -24,7 +24,9 @@ def test_a_generated_name_is_generated_once_then_resolved(tmp_path, monkeypatch)
                                 num_categories=4)
     monkeypatch.setitem(datasets.GENERATED, "synth-lifelong", small)
     path = datasets.resolve("synth-lifelong")
-    assert path == datasets.default_dir("synth-lifelong") and load_manifest(path)["counts"]["users"] == 50
+    manifest = load_manifest(path)
+    assert path == datasets.default_dir("synth-lifelong") and manifest["counts"]["users"] == 50
+    assert manifest["name"] == "synth-lifelong"  # its splits, results section and vocabulary go by the name
     stamp = (path / "manifest.json").stat().st_mtime_ns
     assert datasets.resolve("synth-lifelong") == path and (path / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="synth-lifelong"):

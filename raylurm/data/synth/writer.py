@@ -130,10 +130,10 @@ def _fill_sinks(config: SynthConfig, world: _World, sinks: list[_ParquetSink], p
     return {"events": n_events, "time_span": [lo, hi]}
 
 
-def _manifest(config: SynthConfig, stats: dict) -> dict:
+def _manifest(config: SynthConfig, stats: dict, name: str) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
-        "name": "synth",
+        "name": name,
         "config": dataclasses.asdict(config),
         "counts": {"events": stats["events"], "users": config.users, "items": config.items},
         "id_types": {"user_id": "int64", "item_id": "int64"},
@@ -142,8 +142,11 @@ def _manifest(config: SynthConfig, stats: dict) -> dict:
     }
 
 
-def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = True) -> dict:
+def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = True, name: str = "synth") -> dict:
     """Write a synthetic prepared dataset to ``out_dir`` (atomically) and return its manifest.
+
+    ``name`` is the manifest's dataset name (a named benchmark's own: its splits, results section and
+    chosen vocabulary are found by it).
 
     ``users.parquet`` lists all ``config.users`` users: every generated user has >= 1 event.
     """
@@ -155,7 +158,7 @@ def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = T
     with atomic_dir(out_dir) as tmp:
         pq.write_table(items, tmp / "items.parquet")
         stats = _write_blocks(config, world, tmp, progress)
-        manifest = _manifest(config, stats)
+        manifest = _manifest(config, stats, name)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     elapsed = time.perf_counter() - started
     rate = stats["events"] / max(elapsed, 1e-9)
