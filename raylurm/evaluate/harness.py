@@ -220,7 +220,10 @@ next item) examples per user from the pretraining events and scored by {folds}-f
 cross-fitting over users, so every user is scored by a head that never saw them. The sampled
 protocol ranks the target among {negatives} {sampling}-sampled negatives from outside the history.
 
-Profiling and category preference are probed from frozen representations: the *selection
+"""
+NO_NEXT_ITEM = "**Protocol.** Next item was not evaluated by this command (`--tasks {tasks}`).\n\n"
+PROBES = """\
+Profiling and category preference{recovery} are probed from frozen representations: the *selection
 users* ({selection:.0%} of the users, chosen by a hash of the user id, shared with Tune's
 checkpoint selection) choose every epoch and weight decay and are never test users; each probe
 seed cuts the other users into probe-train and test users ({train:.0%} / {test:.0%} of all users);
@@ -229,7 +232,7 @@ mean ± std over seeds {seeds}{runs}. Category preference reads events before th
 encoders and the interest vocabulary were pretrained on every event but each user's last two,
 events after the cutoff included (never the labels as targets), the same for every row, so
 its rows compare with each other but the task is transductive, not a forecast of unseen time.
-Label prevalences are printed under each table; `majority` is the constant predictor.
+Label prevalences are printed under each table; `majority` is the constant predictor.{recovery_note}
 
 Every "A vs B" verdict below is a paired bootstrap over the same test users (2,000 replicates,
 95 % percentile interval of Δ; pretraining runs resampled too when there are several): ">"
@@ -267,9 +270,18 @@ def write_outputs(rows: list[dict], per_user: pd.DataFrame, out: Path, split: Sp
     relative = [str(Path(_relpath(i, md_path.parent))) for i in images]
     next_users = per_user[per_user.task == "next_item"]
     catalogue = int(summary_value(rows, "catalogue") or 0)
-    protocol = PROTOCOL.format(
-        users=next_users.user_id.nunique(), catalogue=catalogue, pretrain=split.meta["events"]["pretrain"],
-        prefixes=config.head_prefixes, folds=config.head_folds, negatives=config.negatives, sampling=config.negative_sampling,
+    evaluated = set(per_user.task) | {r.get("task") for r in rows}
+    protocol = (PROTOCOL.format(users=next_users.user_id.nunique(), catalogue=catalogue, pretrain=split.meta["events"]["pretrain"],
+                                prefixes=config.head_prefixes, folds=config.head_folds, negatives=config.negatives,
+                                sampling=config.negative_sampling)
+                if "next_item" in evaluated else NO_NEXT_ITEM.format(tasks=",".join(config.tasks)))
+    recovered = "recovery" in evaluated
+    protocol += PROBES.format(
+        recovery=" (and, on synthetic data, the recovery of the first year's topic mixture)" if recovered else "",
+        recovery_note=("\nRecovery asks the representation for each user's true first-year topic mixture "
+                       "(`truth.parquet`, what the synthetic labels are drawn from): a softmax probe trained against it, "
+                       "cosine and top-topic accuracy on the test users; `majority` predicts the mean mixture."
+                       if recovered else ""),
         selection=config.fractions[1], train=config.fractions[0], test=config.fractions[2], seeds=list(config.seeds),
         runs=f" and {most_runs} pretraining runs" if most_runs > 1 else "",
         cutoff=f"{dt.datetime.fromtimestamp(split.cutoff, dt.timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -138,8 +138,11 @@ def tables(summary: pd.DataFrame, per_user: pd.DataFrame | None = None) -> dict[
             _table(summary, "next_item", [("full", m) for m in RANKING], models),
         "Next item, sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
     }
-    # recovery needs a dataset's generating truth (synthetic data): no table where no row could exist
-    return {title: table for title, table in out.items() if not title.startswith("Recovery") or (summary.task == "recovery").any()}
+    # a task with no row at all was not asked for (--tasks) or cannot exist here (recovery: synthetic data only)
+    tasks = set(summary.task)
+    needs = {"Recovery": "recovery", "Next item": "next_item", "Category": "category", "User profiling": "profiling"}
+    return {title: table for title, table in out.items()
+            if next((task for prefix, task in needs.items() if title.startswith(prefix)), None) in tasks}
 
 
 def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str = "",
