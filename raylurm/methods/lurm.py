@@ -183,22 +183,34 @@ class TimeAggregation(nn.Module):
         ``(2^(k-1), 2^k]`` padded to the bucket's longest), and each row's state is read at its own last
         period — exact, as the padding comes after it. (A ``PackedSequence`` gives the same states, but
         on CPU its backward zero-fills the whole packed input once per time step: 40 % of a LURM step at
-        30 months.)"""
-        b, (_, m, h) = lengths.numel(), r.shape
-        x = _pad_by_user(r, lengths).transpose(1, 2).reshape(b * m, -1, h)  # (B·M, T, H) one row per (user, anchor)
-        steps = lengths.repeat_interleave(m)  # (B·M,)
+        30 months.) Every bucket's input is gathered straight from ``r`` in one ``index_select``, so the
+        backward is one scatter-add into ``r``'s size; slicing each bucket out of one padded (B·M, T, H)
+        tensor zero-filled that whole tensor once per bucket in the backward — 32 % of a step on
+        synth-lifelong's 12-year histories (13k month bags per view)."""
+        b, (bags, m, h) = lengths.numel(), r.shape
+        steps = lengths.repeat_interleave(m)  # (B·M,) row = user·M + anchor
         state = r.new_zeros(b * m, h) if initial_state is None else initial_state.reshape(b * m, h)
+        first = (torch.cumsum(lengths, 0) - lengths).repeat_interleave(m)  # (B·M,) the row's user's first bag
+        anchor = torch.arange(b * m, device=r.device) % m  # (B·M,)
+        padding = bags * m  # index of the zero row appended below
         bucket = torch.ceil(torch.log2(steps.clamp(min=1).to(torch.float64))).long()  # (B·M,) 0 for one period
-        finals, rows_all = [], []
+        plans, indices = [], []
         for k in torch.unique(bucket[steps > 0]).tolist():
             rows = torch.nonzero((bucket == k) & (steps > 0)).squeeze(1)  # (R,)
             width = int(steps[rows].max())
-            out, _ = self.gru(x[rows, :width], state[rows][None].contiguous())  # (R, width, H)
-            finals.append(out[torch.arange(len(rows), device=out.device), steps[rows] - 1])  # (R, H) state at the last period
-            rows_all.append(rows)
-        if not rows_all:
+            t = torch.arange(width, device=r.device)[None, :]  # (1, width)
+            index = (first[rows, None] + t) * m + anchor[rows, None]  # (R, width) rows of r viewed as (bags·M, H)
+            indices.append(torch.where(t < steps[rows, None], index, padding).reshape(-1))
+            plans.append((rows, width))
+        if not plans:
             return state.view(b, m, h)
-        return state.index_copy(0, torch.cat(rows_all), torch.cat(finals)).view(b, m, h)
+        flat = torch.cat([r.reshape(bags * m, h), r.new_zeros(1, h)])  # (bags·M + 1, H)
+        gathered = flat.index_select(0, torch.cat(indices)).split([len(rows) * width for rows, width in plans])
+        finals = []
+        for (rows, width), x in zip(plans, gathered):
+            out, _ = self.gru(x.view(len(rows), width, h), state[rows][None].contiguous())  # (R, width, H)
+            finals.append(out[torch.arange(len(rows), device=out.device), steps[rows] - 1])  # (R, H) state at the last period
+        return state.index_copy(0, torch.cat([rows for rows, _ in plans]), torch.cat(finals)).view(b, m, h)
 
 
 def _per_anchor_weight(num_anchors: int, fan_out: int, fan_in: int) -> nn.Parameter:
