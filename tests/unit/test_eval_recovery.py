@@ -89,3 +89,15 @@ def test_recovery_is_an_optional_task():
     assert EvalConfig(tasks=("profiling", "recovery")).tasks == ("profiling", "recovery")
     with pytest.raises(ValueError, match="subset"):
         EvalConfig(tasks=("nonsense",))
+
+
+def test_tables_of_tasks_not_evaluated_are_left_out():
+    """--tasks without next_item: no empty next-item tables ('_not evaluated_') in the report."""
+    summary = pd.DataFrame([{"task": "profiling", "target": "gender", "metric": "AUC", "model": "a", "group": "pretrained",
+                             "mean": 0.7, "std": 0.0, "seeds": 1},
+                            {"task": "next_item", "target": "full", "metric": "HR@10", "model": "a", "group": "pretrained",
+                             "mean": 0.2, "std": 0.0, "seeds": 1}])
+    titles = list(report.tables(summary))
+    assert any(t.startswith("Next item, full") for t in titles) and not any(t.startswith("Category") for t in titles)
+    titles = list(report.tables(summary[summary.task == "profiling"]))
+    assert titles == ["User profiling (test users; MLP probe on frozen representations)"]
