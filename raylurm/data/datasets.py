@@ -105,7 +105,8 @@ def _stale_generated(name: str, target: Path) -> bool:
     current = dataclasses.asdict(GENERATED[name])
     if recorded == current and manifest.get("name") == name:
         return False
-    changed = sorted(k for k in set(recorded or {}) | set(current) if (recorded or {}).get(k) != current.get(k)) or ["name"]
+    recorded = recorded or {}
+    changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k)) or ["name"]
     log.warning("%s at %s was generated with another config (%s differ): generating it again", name, target,
                 ", ".join(changed))
     return True

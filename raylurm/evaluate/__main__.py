@@ -57,7 +57,7 @@ from raylurm.evaluate.harness import (
     split_of_checkpoint,
     write_outputs,
 )
-from raylurm.evaluate.recovery import first_year_mixtures
+from raylurm.evaluate.recovery import has_truth
 from raylurm.evaluate.split import SplitConfig, materialise
 from raylurm.evaluate.store import SubjectStore
 from raylurm.methods import METHODS
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         split = split_of_checkpoint(paths[0])  # the checkpoint records its split, and the split its dataset
     else:
         split = materialise(datasets.resolve(args.data or "ml-1m"), split_config)
-    if args.tasks is None and first_year_mixtures(split.source) is not None:
+    if args.tasks is None and has_truth(split.source):
         config = dataclasses.replace(config, tasks=config.tasks + ("recovery",))
     if args.all:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]

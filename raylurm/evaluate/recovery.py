@@ -16,7 +16,6 @@ The input is the ``history`` part, as for profiling: every event but the last tw
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -27,18 +26,20 @@ import pyarrow.parquet as pq
 from raylurm.evaluate import cohorts, metrics, probe
 from raylurm.evaluate.protocol import Subject, user_frame
 
-log = logging.getLogger(__name__)
-
 TARGET = "first-year mixture"
 TRUTH_FILE = "truth.parquet"
 
 
+def has_truth(dataset: Path) -> bool:
+    """Whether ``dataset`` keeps its generating truth (a synthetic dataset's ``truth.parquet``)."""
+    return (Path(dataset) / TRUTH_FILE).exists()
+
+
 def first_year_mixtures(dataset: Path) -> dict[object, np.ndarray] | None:
     """user id -> the mixture (K,) of the earliest year in ``dataset/truth.parquet``; None without one."""
-    path = Path(dataset) / TRUTH_FILE
-    if not path.exists():
+    if not has_truth(dataset):
         return None
-    table = pq.read_table(path, columns=["user_id", "year", "mixture"])
+    table = pq.read_table(Path(dataset) / TRUTH_FILE, columns=["user_id", "year", "mixture"])
     table = table.filter(pc.equal(table["year"], pc.min(table["year"])))
     mixtures = np.asarray(table["mixture"].combine_chunks().flatten().to_numpy(), np.float32).reshape(table.num_rows, -1)
     return dict(zip(table["user_id"].to_pylist(), mixtures))

@@ -127,22 +127,18 @@ def tables(summary: pd.DataFrame, per_user: pd.DataFrame | None = None) -> dict[
         line = prevalence(per_user, task) if not table.startswith("_not evaluated_") else ""
         return table + "\n" + line if line else table
 
-    out = {
-        "User profiling (test users; MLP probe on frozen representations)":
-            with_prevalence(_table(summary, "profiling", profiling_columns(summary), models), "profiling"),
-        "Category preference (input before the cutoff, labels after; mean over categories)":
-            with_prevalence(_table(summary, "category", CATEGORY, models), "category"),
-        "Recovery of the first year's interests (synthetic truth; MLP probe, cosine to the true topic mixture, "
-        "top topic accuracy)": _table(summary, "recovery", RECOVERY, models),
-        "Next item, full ranking (every user, the items with events, history masked; one value per next-item seed)":
-            _table(summary, "next_item", [("full", m) for m in RANKING], models),
-        "Next item, sampled negatives": _table(summary, "next_item", [("sampled", m) for m in RANKING], models),
-    }
-    # a task with no row at all was not asked for (--tasks) or cannot exist here (recovery: synthetic data only)
-    tasks = set(summary.task)
-    needs = {"Recovery": "recovery", "Next item": "next_item", "Category": "category", "User profiling": "profiling"}
-    return {title: table for title, table in out.items()
-            if next((task for prefix, task in needs.items() if title.startswith(prefix)), None) in tasks}
+    parts = [  # (title, task, columns); a task with no row at all was not asked for (--tasks) or cannot exist here
+        ("User profiling (test users; MLP probe on frozen representations)", "profiling", profiling_columns(summary)),
+        ("Category preference (input before the cutoff, labels after; mean over categories)", "category", CATEGORY),
+        ("Recovery of the first year's interests (synthetic truth; MLP probe, cosine to the true topic mixture, "
+         "top topic accuracy)", "recovery", RECOVERY),
+        ("Next item, full ranking (every user, the items with events, history masked; one value per next-item seed)",
+         "next_item", [("full", m) for m in RANKING]),
+        ("Next item, sampled negatives", "next_item", [("sampled", m) for m in RANKING]),
+    ]
+    present = set(summary.task)
+    return {title: with_prevalence(_table(summary, task, columns, models), task)
+            for title, task, columns in parts if task in present}
 
 
 def markdown(summary: pd.DataFrame, header: str, images: list[str], footer: str = "",
