@@ -4,7 +4,7 @@ Examples::
 
     python -m raylurm.data prepare ml-1m                 # bundled MovieLens-1M -> ~/.cache/raylurm
     python -m raylurm.data prepare --events ev.csv --items items.csv --users users.csv --out data/mine
-    python -m raylurm.data validate --events ev.csv --items items.csv --on-bad-rows quarantine
+    python -m raylurm.data validate ev.csv --items items.csv --on-bad-rows quarantine
     python -m raylurm.data synth --users 100000 --years 5 --seed 0 --out data/synth
     python -m raylurm.data stats ml-1m
 """
@@ -71,7 +71,8 @@ def _add_synth(sub) -> None:
 
 def _add_validate(sub) -> None:
     p = sub.add_parser("validate", help="check raw tables against the data contract; writes nothing but quarantine files")
-    _add_sources(p, events_required=True)
+    p.add_argument("file", nargs="?", help="the events table (the same as --events)")
+    _add_sources(p, events_required=False)
     p.add_argument("--quarantine-dir", default="quarantine", help="where quarantined rows go (default: ./quarantine)")
 
 
@@ -101,6 +102,12 @@ def cmd_synth(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    if args.file and args.events and args.file != args.events:
+        raise ValueError(f"two events tables given: {args.file!r} and --events {args.events!r}")
+    args.events = args.events or args.file
+    if not args.events:
+        raise ValueError("nothing to validate: give the events table (python -m raylurm.data validate EVENTS "
+                         "[--items ITEMS] [--users USERS])")
     with tempfile.TemporaryDirectory(prefix="raylurm-validate-") as tmp:
         manifest = prepare(RawSource(args.events, args.items, args.users), Path(tmp) / "out", args.on_bad_rows)
         quarantined = manifest["quarantined"]

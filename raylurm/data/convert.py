@@ -15,6 +15,9 @@ import pyarrow.compute as pc
 from raylurm.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 INT_PATTERN = r"^\s*[-+]?\d+\s*$"
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+OUT_OF_RANGE = ("integer id outside the int64 range [-2^63, 2^63 - 1]: such ids are read as text only if the "
+                "column's first rows already make it a text column (e.g. give every id a letter prefix)")
 FLOAT_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
@@ -66,7 +69,15 @@ def convert_id(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray
         trimmed = pc.utf8_trim_whitespace(arr)
         ok = pc.match_substring_regex(trimmed, INT_PATTERN).fill_null(False).to_numpy(zero_copy_only=False)
         _mark(bad, ~ok, "expected an integer id, like the rest of this column")
+        long = np.flatnonzero(ok & (pc.utf8_length(trimmed).fill_null(0).to_numpy(zero_copy_only=False) >= 19))
+        outside = long[[not INT64_MIN <= int(trimmed[i].as_py()) <= INT64_MAX for i in long]]
+        _mark(bad, np.isin(np.arange(len(arr)), outside), OUT_OF_RANGE)
+        ok[outside] = False
         arr = pc.if_else(pa.array(ok), trimmed, pa.scalar(None, pa.string())).cast(pa.int64())
+    elif arr.type == pa.uint64() and pa.types.is_integer(target):  # smaller unsigned types fit int64
+        ok = pc.less_equal(arr, pa.scalar(INT64_MAX, arr.type)).fill_null(True).to_numpy(zero_copy_only=False)
+        _mark(bad, ~ok, OUT_OF_RANGE)
+        arr = pc.if_else(pa.array(ok), arr, pa.scalar(None, arr.type)).cast(pa.int64())
     else:
         arr = pc.utf8_trim_whitespace(arr.cast(pa.string())) if _is_string(target) else arr.cast(pa.int64())
     return arr, bad

@@ -110,7 +110,7 @@ def _parquet_chunks(file: Path, batch_rows: int) -> Iterator[Chunk]:
 
 
 def read_header(file: Path, delimiter: str) -> list[str]:
-    with open(file, encoding="utf-8", newline="") as fh:
+    with open(file, encoding="utf-8-sig", newline="") as fh:  # -sig: a spreadsheet's byte-order mark is not a name
         first = fh.readline().rstrip("\r\n")
     if not first:
         raise DataError("file is empty (expected a header line with column names)", file=str(file), row=0, line=1)

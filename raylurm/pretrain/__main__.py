@@ -3,7 +3,7 @@
 Examples::
 
     python -m raylurm.pretrain                                  # ml-1m: prepare + BoI if needed, LURM, embedded Ray
-    python -m raylurm.pretrain --method dss --epochs 10 --set num_intentions=8 --set selection_ratio=0.3
+    python -m raylurm.pretrain --method dss --epochs 10 --set num_intentions=8 --set selection_fraction=0.3
     python -m raylurm.pretrain --method lurm --data boi/synth --num-workers 4 --use-gpu
     ray job submit --working-dir . -- python -m raylurm.pretrain --method adaptssr
 

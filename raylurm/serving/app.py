@@ -24,12 +24,15 @@ Request problems are answered with 4xx and a message; the model replicas return 
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -157,6 +160,8 @@ def make_ingress(args: ServeArgs):
                                     status_code=413)
         return await call_next(request)
 
+    api.add_exception_handler(RequestValidationError, validation_error)
+
     @serve.ingress(api)
     class Api:
         def __init__(self, models: dict[str, DeploymentHandle], args: dict):
@@ -252,11 +257,30 @@ def make_ingress(args: ServeArgs):
     return Api
 
 
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 answer, made JSON-safe: its default echoes the rejected input, and a NaN or
+    infinity there (Python's json module writes ``NaN`` for float("nan")) failed to serialise into a 500."""
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _finite(value):
+    """``value`` with every non-finite float replaced by its name ('nan', 'inf', '-inf')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _plain(body) -> dict:
     """A request model as plain dicts for the model replica (pydantic's model_dump costs ~2 ms per 150 events)."""
     out = dict(body.__dict__)
     if out.get("events") is not None:
         out["events"] = [dict(e.__dict__) for e in out["events"]]
+    if out.get("state") is not None:
+        out["state"] = out["state"].model_dump()
     return out
 
 

@@ -64,10 +64,31 @@ class _User(_Request):
         return self
 
 
+class StateScale(BaseModel):
+    """One scale of a LURM state, as ``/v1/embed`` returned it (``raylurm.serving.incremental.to_json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: Optional[StrictInt] = Field(description="the open period (months or years since 1970); null before any event")
+    closed: StrictStr = Field(description="the GRU state after the closed periods: base64 of M·H little-endian float32")
+    open_ids: list[StrictInt] = Field(description="interest ids counted so far in the open period")
+    open_counts: list[float] = Field(description="their event counts")
+
+
+class LURMState(BaseModel):
+    """What ``/v1/embed`` returns with ``return_state``: send it back unchanged with the new events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entry: StrictStr = Field(description="the registry entry that made the state")
+    scales: dict[str, StateScale] = Field(description="one state per scale of the model (month, year)")
+
+
 class EmbedRequest(_User):
     return_state: bool = Field(False, description="LURM: also return the GRU state for incremental updates")
-    state: Optional[dict[str, Any]] = Field(None, description="LURM: a state returned earlier; 'events' are then only "
-                                                              "the new events (at or after the state's last period)")
+    # typed, so a malformed state is a 422 naming its field (a free dict reached the replica and got 409 "made by None")
+    state: Optional[LURMState] = Field(None, description="LURM: a state returned earlier; 'events' are then only "
+                                                         "the new events (at or after the state's last period)")
 
     @model_validator(mode="after")
     def _state_needs_events(self):

@@ -175,6 +175,8 @@ def _bad_requests(app) -> list[tuple[str, dict | bytes, int, str]]:
         ("/v1/embed", {"method": "lurm", "events": [{**event, "behavior": "x" * 250}] * 290}, 413, "over max_body_bytes"),
         ("/v1/embed", {"method": "atrank", "events": good, "return_state": True}, 422, "LURM's"),
         ("/v1/embed", {"method": "lurm", "events": good, "state": {"entry": "lurm-a", "scales": {"month": {}}}}, 422, "state"),
+        ("/v1/embed", {"method": "lurm", "events": good, "state": {"x": "!!!"}}, 422, '"state", "entry"'),
+        ("/v1/embed", {"method": "lurm", "events": [{**event, "timestamp": float("nan")}]}, 422, '"input": "nan"'),
         ("/v1/embed", {"method": "lurm", "user_id": app.user, "return_state": True}, 422, "needs the user's events"),
         ("/v1/similar-users", {"method": "lurm", "user_id": app.user, "k": 0}, 422, "greater than or equal to 1"),
         ("/v1/similar-users", {"method": "lurm", "user_id": app.user, "k": LIMITS["max_k"] + 1}, 422, "over max_k"),

@@ -144,3 +144,31 @@ def test_to_dict_writes_tuples_as_json_lists():
     values = to_dict(BoiConfig(scales=("year",), since=0, until=None))
     assert values["scales"] == ["year"] and values["since"] == 0 and values["until"] is None
     json.dumps(values)
+
+
+def _documented_overrides() -> list[tuple[str, str, str]]:
+    """(where, method, key) of every ``--method M … --set key=value`` example in the docs and --help texts."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [repo / "README.md", *sorted((repo / "raylurm").rglob("*.py"))]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            method = re.search(r"--method[ =](\w+)", line)
+            for key in re.findall(r"--set (\w+)=", line) if method else ():
+                found.append((f"{path.name}:{n}", method.group(1), key))
+    return found
+
+
+def test_every_documented_set_option_is_a_field_of_its_method():
+    """``--help`` of raylurm.pretrain showed ``--set selection_ratio=0.3`` for DSS, whose field is selection_fraction."""
+    import dataclasses as dc
+
+    from raylurm.methods import METHODS
+
+    found = _documented_overrides()
+    assert any(method == "dss" for _, method, _ in found)  # the pretrain --help example is among them
+    wrong = [(where, method, key) for where, method, key in found
+             if key not in {f.name for f in dc.fields(METHODS[method].Config)}]
+    assert not wrong, wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -12,6 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from raylurm.boi.vocabulary import VocabularyConfig, build_vocabulary
@@ -21,6 +25,7 @@ from raylurm.registry import Registry
 from raylurm.serving import incremental
 from raylurm.serving.features import EventEncoder
 from raylurm.serving.model import RequestError, ServedModel
+from raylurm.serving.app import _plain, validation_error
 from raylurm.serving.schemas import EmbedRequest, RecommendRequest, ServeArgs, SimilarRequest
 from raylurm.train.batch import DataInfo, collate
 from tests.helpers import register_model
@@ -185,7 +190,7 @@ def test_request_bodies_are_checked():
     event = {"item_id": "i1", "timestamp": 1}
     assert EmbedRequest(method="lurm", user_id="u1").user_id == "u1"
     for body, message in [({"method": "lurm"}, "exactly one of"), ({"method": "lurm", "events": [event], "user_id": 1}, "exactly one of"),
-                          ({"method": "lurm", "events": []}, "is empty"), ({"method": "lurm", "user_id": "u", "state": {}}, "needs the new"),
+                          ({"method": "lurm", "events": []}, "is empty"), ({"method": "lurm", "user_id": "u", "state": {"entry": "e", "scales": {}}}, "needs the new"),
                           ({"method": "lurm", "events": [{**event, "extra": 1}]}, "Extra inputs"),
                           ({"method": "lurm", "events": [{**event, "timestamp": -5}]}, "greater than or equal"),
                           ({"method": "lurm", "events": [{"item_id": 1.5, "timestamp": 1}]}, "item_id")]:
@@ -197,6 +202,32 @@ def test_request_bodies_are_checked():
         RecommendRequest(method="dss", events=[])
     with pytest.raises(ValidationError, match="Extra inputs"):
         ServeArgs(registy="typo")
+
+
+def test_a_malformed_state_is_a_validation_error_naming_its_field():
+    event = {"item_id": "i1", "timestamp": 1}
+    with pytest.raises(ValidationError, match=r"state\.entry\n +Field required") as err:
+        EmbedRequest(method="lurm", events=[event], state={"x": "!!!"})
+    assert "state.x\n  Extra inputs" in str(err.value)
+    scale = {"period": 3, "closed": "AAAA", "open_ids": [1], "open_counts": [2.0]}
+    with pytest.raises(ValidationError, match=r"state\.scales\.month\.open_ids\.0"):
+        EmbedRequest(method="lurm", events=[event], state={"entry": "e", "scales": {"month": {**scale, "open_ids": ["a"]}}})
+    body = EmbedRequest(method="lurm", events=[event], state={"entry": "e", "scales": {"month": scale}})
+    assert _plain(body)["state"] == {"entry": "e", "scales": {"month": scale}}  # what the replica gets: plain dicts
+
+
+def test_a_nan_in_a_request_body_is_answered_422_not_500():
+    """Python's json writes float("nan") as NaN; FastAPI's default 422 echoed it and failed to serialise."""
+    body = json.loads(json.dumps({"method": "lurm", "events": [{"item_id": "i1", "timestamp": float("nan")}]}))
+    with pytest.raises(ValidationError) as err:
+        EmbedRequest(**body)
+    exc = RequestValidationError(err.value.errors())
+    with pytest.raises(ValueError, match="Out of range float"):  # what the default handler's response did
+        JSONResponse({"detail": jsonable_encoder(exc.errors())})
+    response = asyncio.run(validation_error(None, exc))
+    assert response.status_code == 422
+    (detail,) = json.loads(response.body)["detail"]
+    assert detail["loc"] == ["events", 0, "timestamp"] and detail["input"] == "nan"
 
 
 def test_serve_config_file_deploys_the_typed_builder(registry, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -39,6 +40,8 @@ def _prepare_error(tmp_path, events, items=None, users=None) -> DataError:
         ([None, 10, 1600000000, "click"], "user_id", "missing id"),
         ([3, None, 1600000000, "click"], "item_id", "missing id"),
         ([3, 99, 1600000000, "click"], "item_id", "not found in the items table"),
+        ([2 ** 63, 10, 1600000000, "click"], "user_id", "outside the int64 range"),  # was Arrow's bare parse error
+        ([-(2 ** 63) - 1, 10, 1600000000, "click"], "user_id", "outside the int64 range"),
     ],
 )
 def test_bad_event_row_names_file_row_and_column(tmp_path, items_csv, bad_row, column, words):
@@ -57,6 +60,29 @@ def test_id_type_is_fixed_by_the_first_file(tmp_path, items_csv):
     second = write_text(shards / "b.csv", HEADER, [GOOD[0], ["x7", 10, 1600000000, "click"]])
     err = _prepare_error(tmp_path, shards, items_csv)
     assert (err.file, err.row, err.column) == (str(second), 2, "user_id") and "expected an integer id" in str(err)
+
+
+def test_the_largest_int64_ids_are_kept(tmp_path):
+    events = write_text(tmp_path / "events.csv", HEADER, [[2 ** 63 - 1, 10, 1600000000, "click"],
+                                                          [-(2 ** 63), 11, 1600000100, "buy"]])
+    prepare(RawSource(str(events)), tmp_path / "out")
+    assert sorted(pq.read_table(tmp_path / "out" / "events")["user_id"].to_pylist()) == [-(2 ** 63), 2 ** 63 - 1]
+
+
+def test_uint64_parquet_ids_beyond_int64_name_the_row(tmp_path):
+    table = pa.table({"user_id": pa.array([1, 2 ** 64 - 1], pa.uint64()), "item_id": [1, 2], "timestamp": [1, 2]})
+    events = tmp_path / "events.parquet"
+    pq.write_table(table, events)
+    err = _prepare_error(tmp_path, events)
+    assert (err.row, err.column) == (2, "user_id") and "outside the int64 range" in str(err)
+
+
+def test_a_spreadsheet_byte_order_mark_is_not_part_of_the_first_column(tmp_path, items_csv):
+    """Excel's "CSV UTF-8" starts the file with U+FEFF; it failed as a missing 'user_id' column."""
+    events = write_text(tmp_path / "events.csv", HEADER, GOOD)
+    events.write_bytes("\ufeff".encode() + events.read_bytes())
+    prepare(RawSource(str(events), str(items_csv)), tmp_path / "out")
+    assert pq.read_table(tmp_path / "out" / "events").num_rows == len(GOOD)
 
 
 def test_missing_column(tmp_path):
@@ -142,6 +168,19 @@ def test_cli_reports_bad_csv_without_traceback(tmp_path, items_csv):
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and str(events) in error_lines[0] and "row 4" in error_lines[0] and "'timestamp'" in error_lines[0]
+
+
+def test_cli_takes_the_events_table_as_its_positional_file(tmp_path, items_csv):
+    """``validate FILE``, as every validator is called, was a usage error (only --events was accepted)."""
+    events = write_text(tmp_path / "events.csv", HEADER, GOOD)
+    run = lambda *args: subprocess.run([sys.executable, "-m", "raylurm.data", "validate", *args],  # noqa: E731
+                                       capture_output=True, text=True)
+    proc = run(str(events), "--items", str(items_csv))
+    assert proc.returncode == 0 and "valid: 3 events" in proc.stdout, proc.stderr
+    proc = run()
+    assert proc.returncode == 2 and "nothing to validate" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run(str(events), "--events", str(items_csv))
+    assert proc.returncode == 2 and "two events tables" in proc.stderr
 
 
 def test_cli_quarantine_summary(tmp_path, items_csv):
