@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help=fields["registry"].description)
     p.add_argument("--methods", nargs="+", help=fields["methods"].description)
     p.add_argument("--users", help=fields["users"].description)
+    p.add_argument("--placement", default=fields["placement"].default, choices=["deployments", "ingress"],
+                   help=fields["placement"].description)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=fields["device"].description)
     for name in ("num_replicas", "max_batch_size", "max_ongoing_requests", "max_events", "max_k", "max_body_bytes"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=fields[name].default, help=fields[name].description)
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_args(args: argparse.Namespace) -> ServeArgs:
     """The application's typed arguments from the parsed command line."""
-    return ServeArgs(registry=args.registry, methods=args.methods, users=args.users, device=args.device,
+    return ServeArgs(registry=args.registry, methods=args.methods, users=args.users, placement=args.placement, device=args.device,
                      num_cpus=args.replica_cpus, num_gpus=args.num_gpus, num_replicas=args.num_replicas,
                      max_batch_size=args.max_batch_size, max_ongoing_requests=args.max_ongoing_requests,
                      access_log=not args.no_access_log, batch_wait_timeout_s=args.batch_wait_timeout_s,

@@ -8,6 +8,10 @@ Layout (``serve status`` shows it)::
       ├── dss       MethodModel
       └── adaptssr  MethodModel
 
+``placement: ingress`` (``ServeArgs.placement``) loads the same models inside the ingress replica
+instead: no second hop (ingress -> model replica), at the price of one replica, batch queue set and
+GPU share for all methods together — see BENCHMARKS.md's serving section for what each costs.
+
 Why one deployment per method, each multiplexed over its own entries: the four models differ in
 cost by an order of magnitude (ATRank's next-item scoring vs LURM's bag sums), so each gets its
 own replicas, CPU/GPU share and batch queue, and a slow method never delays a fast one's batch.
@@ -23,6 +27,7 @@ Request problems are answered with 4xx and a message; the model replicas return 
 
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -58,9 +63,14 @@ log = logging.getLogger(__name__)
 MODELS_PER_REPLICA = 2  # the serving entry and the one it replaced (requests in flight during a swap)
 
 
-@serve.deployment
-class MethodModel:
-    """One method's models, multiplexed by registry entry; batched forwards (``@serve.batch``)."""
+class MethodLogic:
+    """One method's request logic over its loaded models: embed, similar users, recommend, describe.
+
+    Forwards are batched (``@serve.batch``) across concurrent requests; a batch item carries the
+    model it was encoded for, so a batch formed while an entry is being swapped stays correct.
+    Where the models live is the subclass's business: :class:`MethodModel` (a deployment of its
+    own, multiplexed by entry) or :class:`LocalMethod` (inside the ingress replica).
+    """
 
     def __init__(self, method: str, args: dict):
         self.method, self.args = method, ServeArgs(**args)
@@ -69,32 +79,29 @@ class MethodModel:
             batched.set_max_batch_size(self.args.max_batch_size)
             batched.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
 
-    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
-    async def get_model(self, entry: str) -> ServedModel:
+    async def _load(self, entry: str) -> ServedModel:
         found = self.registry.get(self.method, entry)
         return await asyncio.to_thread(ServedModel, found, self.args.device, self.args.users, self.args.index_factory)
 
-    async def _served(self) -> ServedModel:
-        return await self.get_model(serve.get_multiplexed_model_id())
+    async def _served(self, entry: str | None) -> ServedModel:
+        raise NotImplementedError
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
-    async def _embed_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
-        served = await self._served()
-        return [v[0] for v in await asyncio.to_thread(served.forward, rows)]
+    async def _embed_batch(self, items: list[tuple[ServedModel, pa.Table]]) -> list[np.ndarray]:
+        return await _forward(items, scores=False)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
-    async def _score_batch(self, rows: list[pa.Table]) -> list[np.ndarray]:
-        served = await self._served()
-        return [v[0] for v in await asyncio.to_thread(served.forward, rows, True)]
+    async def _score_batch(self, items: list[tuple[ServedModel, pa.Table]]) -> list[np.ndarray]:
+        return await _forward(items, scores=True)
 
     async def _vector(self, served: ServedModel, request: dict) -> tuple[np.ndarray, list, pa.Table | None]:
         """The request's representation, its unknown items and its encoded row (None for a served user_id)."""
         if request.get("user_id") is not None:
             return served.lookup(request["user_id"]), [], None
         row, unknown = served.rows(request["events"])
-        return await self._embed_batch(row), unknown, row
+        return await self._embed_batch((served, row)), unknown, row
 
-    async def embed(self, request: dict) -> dict:
+    async def embed(self, request: dict, entry: str | None = None) -> dict:
         async def answer(served: ServedModel) -> dict:
             out: dict[str, Any] = {}
             if request.get("state") is not None or request.get("return_state"):
@@ -114,33 +121,82 @@ class MethodModel:
                 if request.get("return_state"):
                     out["state"] = {"entry": served.entry.name, "scales": incremental.to_json(served.state_of(row))}
             return {"dim": served.dim, "embedding": vector.tolist(), "unknown_items": unknown, **out}
-        return await self._answer(answer)
+        return await self._answer(answer, entry)
 
-    async def similar(self, request: dict) -> dict:
+    async def similar(self, request: dict, entry: str | None = None) -> dict:
         async def answer(served: ServedModel) -> dict:
             vector, unknown, _ = await self._vector(served, request)
             return {"users": served.similar(vector, request["k"], exclude=request.get("user_id")), "unknown_items": unknown}
-        return await self._answer(answer)
+        return await self._answer(answer, entry)
 
-    async def recommend(self, request: dict) -> dict:
+    async def recommend(self, request: dict, entry: str | None = None) -> dict:
         async def answer(served: ServedModel) -> dict:
             if not served.can_recommend:
-                raise RequestError(f"{self.method} has no next-item head; /v1/recommend serves atrank and dss", status=422)
+                raise RequestError(f"{self.method} has no next-item head; /v1/recommend serves atrank, dss and sasrec", status=422)
             row, unknown = served.rows(request["events"])
-            scores = await self._score_batch(row)
+            scores = await self._score_batch((served, row))
             seen = served.request_item_ids(request["events"]) if request.get("exclude_seen", True) else ()
             return {"items": served.top_items(scores, request["k"], seen), "unknown_items": unknown}
-        return await self._answer(answer)
+        return await self._answer(answer, entry)
 
-    async def describe(self) -> dict:
-        return (await self._served()).describe()
+    async def describe(self, entry: str | None = None) -> dict:
+        return (await self._served(entry)).describe()
 
-    async def _answer(self, answer) -> dict:
-        served = await self._served()
+    async def _answer(self, answer, entry: str | None) -> dict:
+        served = await self._served(entry)
         try:
             return {"method": self.method, "entry": served.entry.name, **await answer(served)}
         except RequestError as err:
             return {"error": {"status": err.status, "detail": err.detail}}
+
+
+async def _forward(items: list[tuple[ServedModel, pa.Table]], scores: bool) -> list[np.ndarray]:
+    """One forward per model among the batch's items (one model but during a swap), answers in item order."""
+    out: list[np.ndarray | None] = [None] * len(items)
+    groups: dict[int, tuple[ServedModel, list[int]]] = {}
+    for i, (served, _) in enumerate(items):
+        groups.setdefault(id(served), (served, []))[1].append(i)
+    for served, index in groups.values():
+        vectors = await asyncio.to_thread(served.forward, [items[i][1] for i in index], scores)
+        for i, vector in zip(index, vectors):
+            out[i] = vector[0]
+    return out
+
+
+@serve.deployment
+class MethodModel(MethodLogic):
+    """One method's models in a deployment of their own, multiplexed by registry entry (the model id)."""
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, entry: str) -> ServedModel:
+        return await self._load(entry)
+
+    async def _served(self, entry: str | None) -> ServedModel:
+        return await self.get_model(entry or serve.get_multiplexed_model_id())
+
+
+class LocalMethod(MethodLogic):
+    """One method's models inside the ingress replica (``ServeArgs.placement="ingress"``): no second hop.
+
+    Keeps the serving entry and the one it replaced, as :class:`MethodModel` does.
+    """
+
+    def __init__(self, method: str, args: dict):
+        super().__init__(method, args)
+        self._models: collections.OrderedDict[str, ServedModel] = collections.OrderedDict()
+        self._loading = asyncio.Lock()
+
+    async def _served(self, entry: str | None) -> ServedModel:
+        if entry is None:
+            raise ValueError("LocalMethod needs the entry to serve")
+        if entry not in self._models:
+            async with self._loading:  # one load at a time; a waiter finds it loaded
+                if entry not in self._models:
+                    self._models[entry] = await self._load(entry)
+                    while len(self._models) > MODELS_PER_REPLICA:
+                        self._models.popitem(last=False)
+        self._models.move_to_end(entry)
+        return self._models[entry]
 
 
 def make_ingress(args: ServeArgs):
@@ -164,10 +220,13 @@ def make_ingress(args: ServeArgs):
 
     @serve.ingress(api)
     class Api:
-        def __init__(self, models: dict[str, DeploymentHandle], args: dict):
-            self.args, self.models = ServeArgs(**args), models
+        def __init__(self, models: dict[str, DeploymentHandle] | list[str], args: dict):
+            """``models``: each method's deployment handle, or (placement "ingress") the methods to load here."""
+            self.args = ServeArgs(**args)
             self.registry = Registry(self.args.registry)
-            self.serving = {m: self._current(m) for m in models}
+            self.models = models if isinstance(models, dict) else {m: None for m in models}
+            self.local = {} if isinstance(models, dict) else {m: LocalMethod(m, args) for m in models}
+            self.serving = {m: self._current(m) for m in self.models}
             self._checked, self._reloading, self._handles = time.monotonic(), asyncio.Lock(), {}
 
         def _current(self, method: str) -> str:
@@ -177,9 +236,16 @@ def make_ingress(args: ServeArgs):
             return entry.name
 
         # ----------------------------------------------------------------------- plumbing
-        def _handle(self, method: str) -> DeploymentHandle:
+        async def _remote(self, method: str, endpoint: str, *args, entry: str | None = None) -> dict:
+            """``endpoint`` of ``method``'s models for ``entry`` (default: the served one), wherever they live."""
             if method not in self.models:
                 raise HTTPException(404, f"method {method!r} is not served; served: {sorted(self.models)}")
+            if self.local:
+                return await getattr(self.local[method], endpoint)(*args, entry=entry or self.serving[method])
+            handle = self._handle(method) if entry is None else self.models[method].options(multiplexed_model_id=entry)
+            return await getattr(handle, endpoint).remote(*args)
+
+        def _handle(self, method: str) -> DeploymentHandle:
             key = (method, self.serving[method])
             if key not in self._handles:  # one handle per served entry (options() builds a new handle object)
                 self._handles[key] = self.models[method].options(multiplexed_model_id=key[1])
@@ -195,9 +261,8 @@ def make_ingress(args: ServeArgs):
 
         async def _call(self, endpoint: str, body) -> dict:
             self._limits(body)
-            handle = self._handle(body.method)
             self._maybe_reload()
-            out = await getattr(handle, endpoint).remote(_plain(body))
+            out = await self._remote(body.method, endpoint, _plain(body))
             if "error" in out:
                 raise HTTPException(out["error"]["status"], out["error"]["detail"])
             return out
@@ -215,7 +280,7 @@ def make_ingress(args: ServeArgs):
                     try:
                         entry = await asyncio.to_thread(self._current, method)
                         if entry != self.serving[method]:
-                            await self.models[method].options(multiplexed_model_id=entry).describe.remote()  # load it first
+                            await self._remote(method, "describe", entry=entry)  # load it first
                             changed[method] = {"from": self.serving[method], "to": entry}
                             self.serving[method] = entry
                             log.info("%s: now serving %s (was %s)", method, entry, changed[method]["from"])
@@ -243,7 +308,7 @@ def make_ingress(args: ServeArgs):
 
         @api.get("/v1/models", tags=["v1"], summary="Which registry entry serves each method, with its metrics")
         async def models(self) -> dict:
-            described = await asyncio.gather(*(self._handle(m).describe.remote() for m in self.models))
+            described = await asyncio.gather(*(self._remote(m, "describe") for m in self.models))
             return {"models": list(described)}
 
         @api.post("/v1/reload", tags=["v1"], summary="Re-read the registry now; load and serve promoted entries")
@@ -305,6 +370,11 @@ def app_builder(args: ServeArgs):
     # concurrency, leave requests in the proxy's retry back-off (measured: 8 req/s at 32 clients).
     options = {"num_replicas": args.num_replicas, "max_ongoing_requests": 2 * args.max_batch_size, "logging_config": logging,
                "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
+    if args.placement == "ingress":  # the models load in the ingress replicas, which take the models' resources
+        ingress = serve.deployment(make_ingress(args), name="Api", num_replicas=args.num_replicas,
+                                   ray_actor_options={"num_cpus": 0.1 + args.num_cpus * len(methods), "num_gpus": args.num_gpus},
+                                   max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)
+        return ingress.bind(list(methods), args.model_dump())
     models = {m: MethodModel.options(name=m, **options).bind(m, args.model_dump()) for m in methods}
     ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1},
                                max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)

@@ -18,6 +18,9 @@ class ServeArgs(BaseModel):
     methods: Optional[list[str]] = Field(None, description="methods to serve (default: every method with a current entry)")
     users: Optional[str] = Field(None, description="BoI users directory indexed for similar-users and user_id lookups "
                                                    "(default: the rows each entry was pretrained on)")
+    placement: Literal["deployments", "ingress"] = Field("deployments", description=(
+        "'deployments': one model deployment per method behind the ingress (own replicas, batch queue, CPU/GPU share); "
+        "'ingress': the models load inside the ingress replica (no second hop: lower latency for small models)"))
     device: str = Field("auto", description="'auto' (CUDA when a replica has a GPU), 'cpu', 'cuda'")
     num_cpus: float = Field(0.25, ge=0, description="logical CPUs reserved per model replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (e.g. 0.25 shares one GPU by four methods)")

@@ -238,12 +238,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 
 
 @pytest.mark.parametrize("how", ["python -m raylurm.serve", "serve run serve/config.yaml"])
 def test_both_commands_start_the_app(app, tmp_path, how):
-    """Each command starts its own embedded Ray (own temp dir), serves on loopback and stops on a signal."""
+    """Each command starts its own embedded Ray (own temp dir), serves on loopback and stops on a signal.
+
+    ``python -m raylurm.serve`` runs with ``--placement ingress`` (the models inside the ingress replica, a
+    promote picked up there too), ``serve run serve/config.yaml`` with the config's per-method deployments."""
     port = _free_port()
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rs", dir="/tmp")}
     if how.startswith("python"):  # no --users: this registry's entries record none, so only similar-users would 404
         command = [sys.executable, "-m", "raylurm.serve", "--port", str(port), "--registry", str(app.registry.root),
-                   "--methods", "dss", "--num-cpus", "1", "--reload-interval-s", "1"]
+                   "--methods", "dss", "--num-cpus", "1", "--reload-interval-s", "1", "--placement", "ingress"]
     else:
         config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
         config["http_options"]["port"] = port
@@ -259,6 +262,10 @@ def test_both_commands_start_the_app(app, tmp_path, how):
         status, out = _http(f"http://127.0.0.1:{port}/v1/recommend",
                             {"method": "dss", "events": _events_of(app.events, app.user), "k": 2})
         assert status == 200 and len(out["items"]) == 2
+        status, out = _http(f"http://127.0.0.1:{port}/v1/embed", {"method": "dss", "events": _events_of(app.events, app.user)})
+        row = app.users.filter(pc.equal(app.users["user_id"], app.user))
+        assert status == 200 and out["entry"] == "dss-a"
+        np.testing.assert_allclose(out["embedding"], _in_process(app.registry.get("dss", "dss-a"), row)[0], atol=1e-5)
         if how.startswith("python"):  # the periodic registry check (1 s here) picks up a promote by itself
             app.registry.promote("dss", register_model(app.registry, "dss", app.boi_dir, app.info, name="dss-b", seed=2).name)
             deadline = time.monotonic() + 60

@@ -43,3 +43,16 @@ def test_the_watch_measures_other_processes_not_its_own(tmp_path) -> None:
     watch = common.MachineWatch(interval=0.05).start()
     total = sum(i * i for i in range(2_000_000))  # this process's own work is not "other"
     assert total > 0 and 0.0 <= watch.stop() < 2.0 and watch.stop() == watch.other_cores
+
+
+def test_the_serving_reading_is_computed_per_placement():
+    from raylurm.bench.serve import _reading
+
+    row = lambda placement, c, ratio: [placement, "lurm", "e", c, 400, 0, "1", "2", "3", "4", "5", f"**{ratio:.2f}×**"]  # noqa: E731
+    rows = [row("deployments", 1, 5.3), row("deployments", 8, 4.1), row("ingress", 1, 1.9), row("ingress", 8, 2.5)]
+    floors = [["deployments", "GET /healthz (proxy + ingress)", "4.7"], ["deployments", "POST /v1/embed lurm by user_id (x)", "11.4"],
+              ["ingress", "GET /healthz (proxy + ingress)", "4.5"], ["ingress", "POST /v1/embed lurm by user_id (x)", "5.2"]]
+    text = _reading(rows, floors)
+    assert "*deployments*: p50 ≤ 2× the in-process forward in 0 of 2 rows (at concurrency 1: 5.30–5.30×" in text
+    assert "*ingress*: p50 ≤ 2× the in-process forward in 1 of 2 rows (at concurrency 1: 1.90–1.90×; fixed cost" in text
+    assert "5.2–5.2 ms" in text and "4.5–4.7 ms" in text

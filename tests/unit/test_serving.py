@@ -186,6 +186,30 @@ def test_lurm_update_through_served_model_matches(registry, users_dir):
 # ------------------------------------------------------------------------------------ schemas, config
 
 
+def test_a_batch_runs_each_entry_with_its_own_model_and_the_ingress_keeps_two(boi, registry, users_dir):
+    """placement "ingress": LocalMethod loads an entry once and keeps the served one and the one it replaced;
+    a batch holding two entries (a swap in flight) runs each item with its own model, answers in order.
+    (The batched endpoints need a Serve replica: tests/integration/test_serve.py runs them.)"""
+    from raylurm.serving.app import LocalMethod, _forward
+
+    register_model(registry, "lurm", boi[0], boi[1], name="lurm-z", seed=7)  # registered, not current
+    args = ServeArgs(registry=str(registry.root), users=str(users_dir)).model_dump()
+    histories = [_history(np.random.default_rng(n), 6 + n) for n in range(6)]
+
+    async def run():
+        local = LocalMethod("lurm", args)
+        a, z = await asyncio.gather(local._served("lurm-a"), local._served("lurm-z"))
+        assert await local._served("lurm-a") is a and list(local._models) == ["lurm-z", "lurm-a"]
+        items = [(model, model.rows(h)[0]) for model, h in zip([a, z] * 3, histories)]
+        return a, z, items, await _forward(items, scores=False), await local.describe("lurm-z")
+
+    a, z, items, vectors, described = asyncio.run(run())
+    for (model, row), vector in zip(items, vectors):
+        np.testing.assert_allclose(vector, model.forward([row])[0][0], atol=1e-6)
+    assert not np.allclose(vectors[0], z.forward([items[0][1]])[0][0], atol=1e-4)  # the entries differ
+    assert described["entry"] == "lurm-z"
+
+
 def test_request_bodies_are_checked():
     event = {"item_id": "i1", "timestamp": 1}
     assert EmbedRequest(method="lurm", user_id="u1").user_id == "u1"
