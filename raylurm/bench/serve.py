@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size of the model deployments")
     parser.add_argument("--placements", nargs="+", choices=["deployments", "ingress"], default=["deployments", "ingress"],
                         help="where the models run (ServeArgs.placement), each measured in turn")
+    parser.add_argument("--soak-seconds", type=float, default=0.0,
+                        help="after the rows, a soak of this long at --soak-concurrency on the first method, per "
+                             "placement: 5xx count and the replicas' memory over time (the issue's: 600)")
+    parser.add_argument("--soak-concurrency", type=int, default=32, help="requests in flight during the soak")
     parser.add_argument("--no-access-log", action="store_true", help="deploy without Serve's per-request access log")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (section replaced)")
     common.add_report_arguments(parser)
@@ -79,7 +83,10 @@ def _client(port: int, payloads: list[bytes], start: int, stride: int, stop_at: 
         response = connection.getresponse()
         response.read()
         elapsed = time.perf_counter() - t0
-        (out if response.status == 200 else errors).append(elapsed)
+        if response.status == 200:
+            out.append(elapsed)
+        else:
+            errors.append(response.status)
         i += stride
     connection.close()
 
@@ -96,8 +103,43 @@ def load(port: int, payloads: list[bytes], concurrency: int, requests: int, max_
         t.join()
     wall = time.perf_counter() - started
     lat = np.array(latencies) * 1000
-    return {"n": len(lat), "errors": len(errors), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "rps": len(lat) / wall}
+    return {"n": len(lat), "errors": len(errors), "5xx": sum(e >= 500 for e in errors),
+            "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "rps": len(lat) / wall}
+
+
+def replica_pids(app: str = "raylurm") -> dict[str, int]:
+    """Deployment name -> pid of each alive replica of the Serve application ``app`` (one replica each here)."""
+    from raylurm.ray_internals import actors
+
+    prefix = f"ServeReplica:{app}:"
+    return {a["class_name"][len(prefix):]: a["pid"] for a in actors()
+            if a["class_name"].startswith(prefix) and a["state"] == "ALIVE"}
+
+
+def soak(port: int, payloads: list[bytes], concurrency: int, seconds: float, pids: dict[str, int],
+         sample_s: float = 10.0, warmup_s: float = 60.0) -> dict:
+    """``concurrency`` closed-loop clients for ``seconds``, the replicas' RSS sampled every ``sample_s``.
+
+    Memory growth per replica = its last sample over its first sample after ``warmup_s`` (allocator pools and
+    batch buffers fill in the first minute; a leak keeps growing after it)."""
+    import psutil
+
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(load(port, payloads, concurrency, 10 ** 9, seconds)))
+    started = time.perf_counter()
+    worker.start()
+    samples: list[tuple[float, dict[str, int]]] = []
+    while True:
+        samples.append((time.perf_counter() - started, {n: psutil.Process(pid).memory_info().rss for n, pid in pids.items()}))
+        worker.join(timeout=sample_s)
+        if not worker.is_alive():
+            break
+    samples.append((time.perf_counter() - started, {n: psutil.Process(pid).memory_info().rss for n, pid in pids.items()}))
+    after = [m for t, m in samples if t >= min(warmup_s, seconds / 2)] or [samples[-1][1]]
+    growth = {n: after[-1][n] / after[0][n] - 1 for n in pids}
+    return {**result, "seconds": seconds, "samples": len(samples), "rss_mb": {n: (after[0][n] / 2 ** 20, after[-1][n] / 2 ** 20)
+                                                                           for n in pids}, "growth": growth}
 
 
 def in_process(served, payloads: list[bytes], batch: int, repeats: int = 30) -> dict:
@@ -120,9 +162,9 @@ def _reading(rows: list, floors: list) -> str:
         ratios = [float(r[-1].strip("*×")) for r in rows if r[0] == placement]
         at_one = [float(r[-1].strip("*×")) for r in rows if r[0] == placement and r[3] == 1]
         fixed = [float(f[2]) for f in floors if f[0] == placement and "by user_id" in f[1]]
-        parts.append(f"*{placement}*: p50 ≤ 2× the in-process forward in {sum(r <= 2 for r in ratios)} of {len(ratios)} rows "
-                     f"(at concurrency 1: {min(at_one):.2f}–{max(at_one):.2f}×; fixed cost of a request without model work "
-                     f"{min(fixed):.1f}–{max(fixed):.1f} ms)")
+        cost = f"; fixed cost of a request without model work {min(fixed):.1f}–{max(fixed):.1f} ms" if fixed else ""
+        at = f" (at concurrency 1: {min(at_one):.2f}–{max(at_one):.2f}×{cost})" if at_one else ""
+        parts.append(f"*{placement}*: p50 ≤ 2× the in-process forward in {sum(r <= 2 for r in ratios)} of {len(ratios)} rows{at}")
     proxy = [float(f[2]) for f in floors if "healthz" in f[1]]
     return ("**Target p50 ≤ 2× the in-process forward at concurrency 1** — " + "; ".join(parts) + ". "
             f"Proxy + ingress alone (GET /healthz) cost {min(proxy):.1f}–{max(proxy):.1f} ms: with ML-1M's models encoding "
@@ -154,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     init_ray()
-    rows, floors = [], []
+    rows, floors, soaks = [], [], []
     for placement in args.placements:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(app_builder(ServeArgs(registry=str(registry.root), methods=args.methods, reload_interval_s=0, placement=placement,
@@ -165,10 +207,10 @@ def main(args: argparse.Namespace) -> int:
             floors.append([placement, "GET /healthz (proxy + ingress)", f"{load(port, [], 1, 200, 20, '/healthz')['p50']:.1f}"])
             for method in args.methods:
                 load(port, payloads[method], 4, 40, 30)  # warm-up: models loaded, connections open
-                user = served[method].user_ids[0]
-                lookup = [json.dumps({"method": method, "user_id": user}).encode()]
-                floors.append([placement, f"POST /v1/embed {method} by user_id (no encoding or forward)",
-                               f"{load(port, lookup, 1, 200, 20)['p50']:.1f}"])
+                if served[method].user_ids:  # an entry registered without its users has no user_id lookup
+                    lookup = [json.dumps({"method": method, "user_id": served[method].user_ids[0]}).encode()]
+                    floors.append([placement, f"POST /v1/embed {method} by user_id (no encoding or forward)",
+                                   f"{load(port, lookup, 1, 200, 20)['p50']:.1f}"])
                 for c in args.concurrency:
                     http_ = load(port, payloads[method], c, args.requests, args.max_seconds)
                     bare = in_process(served[method], payloads[method], c)
@@ -176,6 +218,14 @@ def main(args: argparse.Namespace) -> int:
                                  f"{http_['p50']:.1f}", f"{http_['p99']:.1f}", f"{http_['rps']:.0f}", f"{bare['p50']:.1f}",
                                  f"{bare['rps']:.0f}", f"**{http_['p50'] / bare['p50']:.2f}×**"])
                     print(rows[-1], flush=True)
+            if args.soak_seconds > 0:
+                method = args.methods[0]
+                got = soak(port, payloads[method], args.soak_concurrency, args.soak_seconds, replica_pids())
+                memory = "; ".join(f"{n} {a:.0f} → {b:.0f} MB ({got['growth'][n]:+.1%})" for n, (a, b) in got["rss_mb"].items())
+                soaks.append([placement, method, args.soak_concurrency, f"{got['seconds']:.0f}", got["n"], got["5xx"],
+                              got["errors"] - got["5xx"], f"{got['p50']:.1f}", f"{got['p99']:.1f}", f"{got['rps']:.0f}", memory,
+                              "yes" if got["5xx"] == 0 and max(got["growth"].values()) <= 0.10 else "**no**"])
+                print(soaks[-1], flush=True)
         finally:
             serve.shutdown()
     body = "\n".join([
@@ -201,6 +251,11 @@ def main(args: argparse.Namespace) -> int:
         "",
         _reading(rows, floors),
         "",
+        *([f"Soak: {args.soak_concurrency} requests in flight for {args.soak_seconds:.0f} s on loopback, the first method; "
+           "replica memory (RSS) from its first sample after a minute's warm-up to its last (target: zero 5xx, "
+           "growth ≤ 10 %):", "",
+           common.markdown_table(["placement", "method", "concurrency", "seconds", "requests", "5xx", "other errors",
+                                  "p50 (ms)", "p99 (ms)", "req/s", "replica memory", "target met"], soaks), ""] if soaks else []),
         "Client threads, the HTTP proxy, the ingress and the model replica share the machine's cores, so at high "
         "concurrency the served figures include the load generator's own CPU use.",
     ])
