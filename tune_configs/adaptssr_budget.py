@@ -13,5 +13,7 @@ becomes the method's default, its curve the one RESULTS.md shows beside the rand
 from ray import tune
 
 METHODS = {"adaptssr": {"lr": tune.grid_search([2e-4, 1e-3, 3e-3])}}  # the code's 2e-4, 5x, 15x
-TRAIN = {"epochs": 100}
+# a checkpoint is attached only when val_auc improves, so the 2 kept are each trial's best and the one before it
+# (~4 MB each: the sweep directory stays small enough to commit and resume in a later sitting)
+TRAIN = {"epochs": 100, "keep_checkpoints": 2}
 SEARCH = {"num_samples": 1, "scheduler": "asha", "grace_period": 10}
