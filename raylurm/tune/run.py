@@ -101,7 +101,9 @@ def trial(config: dict[str, Any], setup: Setup, dataset) -> None:
 
 
 def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts]) if "://" in base else str(Path(base, *parts))
+    """``base``/``parts``: a URI joined as text; a local path made absolute (Tune refuses a relative storage path:
+    "URI has empty scheme")."""
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else str(Path(base, *parts).expanduser().resolve())
 
 
 class ReleaseCallback(tune.Callback):

@@ -82,3 +82,12 @@ def test_the_tune_benchmark_writes_a_loadable_sweep(tmp_path):
     sweep = _sweep(tmp_path, trials=3, epochs=2)
     assert sweep.methods["lurm"]["num_anchors"] == {"grid_search": [1, 2, 3]}
     assert sweep.train == {"epochs": 2} and sweep.search["scheduler"] == "fifo"
+
+
+def test_a_relative_storage_path_becomes_absolute_and_a_uri_passes_through(tmp_path, monkeypatch):
+    """``--storage-path results/ml-1m/sweeps`` failed in Tune with "URI has empty scheme"."""
+    from raylurm.tune.run import experiment_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert experiment_dir("results/sweeps", "budget") == str(tmp_path / "results" / "sweeps" / "budget")
+    assert experiment_dir("s3://bucket/tune/", "budget") == "s3://bucket/tune/budget"
