@@ -66,6 +66,7 @@ def _payloads(served, method: str, count: int) -> list[bytes]:
 
 
 _BUDGET = threading.Lock()
+CONNECTION_ERROR = 0  # the status recorded for a request that got no HTTP answer
 
 
 def _client(port: int, payloads: list[bytes], start: int, stride: int, stop_at: float, budget: list, out: list, errors: list,
@@ -79,14 +80,20 @@ def _client(port: int, payloads: list[bytes], start: int, stride: int, stop_at: 
             budget[0] -= 1
         body = payloads[i % len(payloads)] if payloads else None
         t0 = time.perf_counter()
-        connection.request("POST" if body else "GET", path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.read()
+        try:
+            connection.request("POST" if body else "GET", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):  # reset, refused, timed out: counted, then a new connection
+            status = CONNECTION_ERROR
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         elapsed = time.perf_counter() - t0
-        if response.status == 200:
+        if status == 200:
             out.append(elapsed)
         else:
-            errors.append(response.status)
+            errors.append(status)
         i += stride
     connection.close()
 
@@ -104,6 +111,7 @@ def load(port: int, payloads: list[bytes], concurrency: int, requests: int, max_
     wall = time.perf_counter() - started
     lat = np.array(latencies) * 1000
     return {"n": len(lat), "errors": len(errors), "5xx": sum(e >= 500 for e in errors),
+            "no answer": sum(e == CONNECTION_ERROR for e in errors),
             "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "rps": len(lat) / wall}
 
@@ -130,16 +138,28 @@ def soak(port: int, payloads: list[bytes], concurrency: int, seconds: float, pid
     started = time.perf_counter()
     worker.start()
     samples: list[tuple[float, dict[str, int]]] = []
+    gone: set[str] = set()  # replicas whose process died during the soak (a crash Serve may have restarted)
+
+    def sample() -> None:
+        rss = {}
+        for name, pid in pids.items():
+            try:
+                rss[name] = psutil.Process(pid).memory_info().rss
+            except psutil.NoSuchProcess:
+                gone.add(name)
+        samples.append((time.perf_counter() - started, rss))
+
     while True:
-        samples.append((time.perf_counter() - started, {n: psutil.Process(pid).memory_info().rss for n, pid in pids.items()}))
+        sample()
         worker.join(timeout=sample_s)
         if not worker.is_alive():
             break
-    samples.append((time.perf_counter() - started, {n: psutil.Process(pid).memory_info().rss for n, pid in pids.items()}))
+    sample()
     after = [m for t, m in samples if t >= min(warmup_s, seconds / 2)] or [samples[-1][1]]
-    growth = {n: after[-1][n] / after[0][n] - 1 for n in pids}
-    return {**result, "seconds": seconds, "samples": len(samples), "rss_mb": {n: (after[0][n] / 2 ** 20, after[-1][n] / 2 ** 20)
-                                                                           for n in pids}, "growth": growth}
+    alive = [n for n in pids if n not in gone]
+    growth = {n: after[-1][n] / after[0][n] - 1 for n in alive}
+    return {**result, "seconds": seconds, "samples": len(samples), "replicas_gone": sorted(gone),
+            "rss_mb": {n: (after[0][n] / 2 ** 20, after[-1][n] / 2 ** 20) for n in alive}, "growth": growth}
 
 
 def in_process(served, payloads: list[bytes], batch: int, repeats: int = 30) -> dict:
@@ -221,10 +241,13 @@ def main(args: argparse.Namespace) -> int:
             if args.soak_seconds > 0:
                 method = args.methods[0]
                 got = soak(port, payloads[method], args.soak_concurrency, args.soak_seconds, replica_pids())
-                memory = "; ".join(f"{n} {a:.0f} → {b:.0f} MB ({got['growth'][n]:+.1%})" for n, (a, b) in got["rss_mb"].items())
+                memory = "; ".join([*(f"{n} {a:.0f} → {b:.0f} MB ({got['growth'][n]:+.1%})" for n, (a, b) in got["rss_mb"].items()),
+                                    *(f"{n}: process gone during the soak" for n in got["replicas_gone"])])
+                met = (got["5xx"] == 0 and got["no answer"] == 0 and not got["replicas_gone"]
+                       and max(got["growth"].values(), default=0.0) <= 0.10)
                 soaks.append([placement, method, args.soak_concurrency, f"{got['seconds']:.0f}", got["n"], got["5xx"],
-                              got["errors"] - got["5xx"], f"{got['p50']:.1f}", f"{got['p99']:.1f}", f"{got['rps']:.0f}", memory,
-                              "yes" if got["5xx"] == 0 and max(got["growth"].values()) <= 0.10 else "**no**"])
+                              got["no answer"], got["errors"] - got["5xx"] - got["no answer"], f"{got['p50']:.1f}",
+                              f"{got['p99']:.1f}", f"{got['rps']:.0f}", memory, "yes" if met else "**no**"])
                 print(soaks[-1], flush=True)
         finally:
             serve.shutdown()
@@ -252,9 +275,9 @@ def main(args: argparse.Namespace) -> int:
         _reading(rows, floors),
         "",
         *([f"Soak: {args.soak_concurrency} requests in flight for {args.soak_seconds:.0f} s on loopback, the first method; "
-           "replica memory (RSS) from its first sample after a minute's warm-up to its last (target: zero 5xx, "
-           "growth ≤ 10 %):", "",
-           common.markdown_table(["placement", "method", "concurrency", "seconds", "requests", "5xx", "other errors",
+           "replica memory (RSS) from its first sample after a minute's warm-up to its last (target: zero 5xx, every "
+           "request answered, no replica process lost, growth ≤ 10 %):", "",
+           common.markdown_table(["placement", "method", "concurrency", "seconds", "requests", "5xx", "no answer", "other errors",
                                   "p50 (ms)", "p99 (ms)", "req/s", "replica memory", "target met"], soaks), ""] if soaks else []),
         "Client threads, the HTTP proxy, the ingress and the model replica share the machine's cores, so at high "
         "concurrency the served figures include the load generator's own CPU use.",

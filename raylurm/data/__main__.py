@@ -102,7 +102,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    if args.file and args.events and args.file != args.events:
+    if args.file and args.events and Path(args.file).resolve() != Path(args.events).resolve():
         raise ValueError(f"two events tables given: {args.file!r} and --events {args.events!r}")
     args.events = args.events or args.file
     if not args.events:

@@ -16,8 +16,8 @@ from raylurm.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 INT_PATTERN = r"^\s*[-+]?\d+\s*$"
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-OUT_OF_RANGE = ("integer id outside the int64 range [-2^63, 2^63 - 1]: such ids are read as text only if the "
-                "column's first rows already make it a text column (e.g. give every id a letter prefix)")
+OUT_OF_RANGE = ("integer id outside the int64 range [-2^63, 2^63 - 1] in a column read as integers (its type is "
+                "fixed by the first file's first rows: an id there beyond int64, or any non-integer id, makes it text)")
 FLOAT_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
@@ -50,13 +50,30 @@ def _null_mask(arr: pa.Array) -> np.ndarray:
 
 def infer_id_type(arr: pa.Array) -> pa.DataType:
     """int64 for integer columns or strings that all look like integers, else string."""
+    if arr.type == pa.uint64() and pc.any(pc.greater(arr, pa.scalar(INT64_MAX, arr.type))).as_py():
+        return pa.string()  # uint64 ids beyond int64: identifiers, kept as their decimal text
     if pa.types.is_integer(arr.type):
         return pa.int64()
     if _is_string(arr.type):
         valid = arr.filter(pc.invert(pc.equal(pc.utf8_trim_whitespace(arr), "").fill_null(True)))
         looks_int = len(valid) > 0 and pc.all(pc.match_substring_regex(valid, INT_PATTERN)).as_py()
-        return pa.int64() if looks_int else pa.string()
+        # integer-looking ids beyond int64 (64-bit hashes written as text) are identifiers: read the column as text
+        return pa.int64() if looks_int and not _outside_int64(pc.utf8_trim_whitespace(valid)).any() else pa.string()
     raise ColumnTypeError(f"has type {arr.type}; ids must be integers or strings")
+
+
+def _outside_int64(trimmed: pa.Array) -> np.ndarray:
+    """Rows of integer-looking text (already trimmed) whose value is outside int64; other rows False."""
+    outside = np.zeros(len(trimmed), dtype=bool)
+    lengths = pc.utf8_length(trimmed).fill_null(0).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(lengths >= 19):  # int64 has 19 digits: only those rows can overflow
+        text = trimmed[i].as_py()
+        digits = text.lstrip("+-").lstrip("0")
+        if not text.lstrip("+-").isdigit():
+            continue
+        # beyond 19 significant digits it is out of range without converting (int() refuses > 4300 digits)
+        outside[i] = len(digits) > 19 or not INT64_MIN <= int(text) <= INT64_MAX
+    return outside
 
 
 def convert_id(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
@@ -69,10 +86,9 @@ def convert_id(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray
         trimmed = pc.utf8_trim_whitespace(arr)
         ok = pc.match_substring_regex(trimmed, INT_PATTERN).fill_null(False).to_numpy(zero_copy_only=False)
         _mark(bad, ~ok, "expected an integer id, like the rest of this column")
-        long = np.flatnonzero(ok & (pc.utf8_length(trimmed).fill_null(0).to_numpy(zero_copy_only=False) >= 19))
-        outside = long[[not INT64_MIN <= int(trimmed[i].as_py()) <= INT64_MAX for i in long]]
-        _mark(bad, np.isin(np.arange(len(arr)), outside), OUT_OF_RANGE)
-        ok[outside] = False
+        outside = ok & _outside_int64(trimmed)
+        _mark(bad, outside, OUT_OF_RANGE)
+        ok &= ~outside
         arr = pc.if_else(pa.array(ok), trimmed, pa.scalar(None, pa.string())).cast(pa.int64())
     elif arr.type == pa.uint64() and pa.types.is_integer(target):  # smaller unsigned types fit int64
         ok = pc.less_equal(arr, pa.scalar(INT64_MAX, arr.type)).fill_null(True).to_numpy(zero_copy_only=False)

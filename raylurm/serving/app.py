@@ -10,7 +10,8 @@ Layout (``serve status`` shows it)::
 
 ``placement: ingress`` (``ServeArgs.placement``) loads the same models inside the ingress replica
 instead: no second hop (ingress -> model replica), at the price of one replica, batch queue set and
-GPU share for all methods together — see BENCHMARKS.md's serving section for what each costs.
+GPU share for all methods together (one ``@serve.batch`` queue too: a batch may mix methods, each item
+runs with its own model) — ``python -m raylurm.bench serve`` measures both placements.
 
 Why one deployment per method, each multiplexed over its own entries: the four models differ in
 cost by an order of magnitude (ATRank's next-item scoring vs LURM's bag sums), so each gets its

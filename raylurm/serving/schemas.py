@@ -22,8 +22,10 @@ class ServeArgs(BaseModel):
         "'deployments': one model deployment per method behind the ingress (own replicas, batch queue, CPU/GPU share); "
         "'ingress': the models load inside the ingress replica (no second hop: lower latency for small models)"))
     device: str = Field("auto", description="'auto' (CUDA when a replica has a GPU), 'cpu', 'cuda'")
-    num_cpus: float = Field(0.25, ge=0, description="logical CPUs reserved per model replica")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (e.g. 0.25 shares one GPU by four methods)")
+    num_cpus: float = Field(0.25, ge=0, description="logical CPUs reserved per model replica (placement 'ingress': "
+                                                    "per method, added to the ingress replica)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (e.g. 0.25 shares one GPU by four methods); "
+                                                   "with placement 'ingress', of the ingress replica that holds them all")
     num_replicas: int = Field(1, ge=1, description="replicas per method")
     max_batch_size: int = Field(32, ge=1, description="requests batched into one forward (@serve.batch)")
     max_ongoing_requests: int = Field(256, ge=1, description="requests in flight per ingress replica (a model replica "

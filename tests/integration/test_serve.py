@@ -246,7 +246,7 @@ def test_both_commands_start_the_app(app, tmp_path, how):
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rs", dir="/tmp")}
     if how.startswith("python"):  # no --users: this registry's entries record none, so only similar-users would 404
         command = [sys.executable, "-m", "raylurm.serve", "--port", str(port), "--registry", str(app.registry.root),
-                   "--methods", "dss", "--num-cpus", "1", "--reload-interval-s", "1", "--placement", "ingress"]
+                   "--methods", "dss", "lurm", "--num-cpus", "1", "--reload-interval-s", "1", "--placement", "ingress"]
     else:
         config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
         config["http_options"]["port"] = port
@@ -258,7 +258,8 @@ def test_both_commands_start_the_app(app, tmp_path, how):
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         health = _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
-        assert health["methods"] == {"dss": "dss-a"}
+        current = {m: app.registry.current(m).name for m in (("dss", "lurm") if how.startswith("python") else ("dss",))}
+        assert health["methods"] == current
         status, out = _http(f"http://127.0.0.1:{port}/v1/recommend",
                             {"method": "dss", "events": _events_of(app.events, app.user), "k": 2})
         assert status == 200 and len(out["items"]) == 2
@@ -266,7 +267,16 @@ def test_both_commands_start_the_app(app, tmp_path, how):
         row = app.users.filter(pc.equal(app.users["user_id"], app.user))
         assert status == 200 and out["entry"] == "dss-a"
         np.testing.assert_allclose(out["embedding"], _in_process(app.registry.get("dss", "dss-a"), row)[0], atol=1e-5)
-        if how.startswith("python"):  # the periodic registry check (1 s here) picks up a promote by itself
+        if how.startswith("python"):  # the ingress holds both methods: one batch queue, each item with its own model
+            users = app.users["user_id"].to_pylist()[:6]
+            bodies = [{"method": m, "events": _events_of(app.events, u)} for u in users for m in ("dss", "lurm")]
+            with concurrent.futures.ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(lambda b: _http(f"http://127.0.0.1:{port}/v1/embed", b), bodies))
+            for body, (status, answer) in zip(bodies, answers):
+                user_row = app.users.filter(pc.equal(app.users["user_id"], users[bodies.index(body) // 2]))
+                expected = _in_process(app.registry.get(body["method"], current[body["method"]]), user_row)[0]
+                assert status == 200 and answer["method"] == body["method"]
+                np.testing.assert_allclose(answer["embedding"], expected, atol=1e-5)  # the periodic registry check (1 s here) picks up a promote by itself
             app.registry.promote("dss", register_model(app.registry, "dss", app.boi_dir, app.info, name="dss-b", seed=2).name)
             deadline = time.monotonic() + 60
             while _http(f"http://127.0.0.1:{port}/healthz")[1]["methods"]["dss"] != "dss-b":

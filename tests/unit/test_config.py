@@ -155,7 +155,8 @@ def _documented_overrides() -> list[tuple[str, str, str]]:
     found = []
     for path in [repo / "README.md", *sorted((repo / "raylurm").rglob("*.py"))]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            method = re.search(r"--method[ =](\w+)", line)
+            # a command line names its method; a row of the README's methods table starts with it
+            method = re.search(r"--method[ =](\w+)", line) or re.match(r"\| `(\w+)`", line)
             for key in re.findall(r"--set (\w+)=", line) if method else ():
                 found.append((f"{path.name}:{n}", method.group(1), key))
     return found
@@ -168,7 +169,9 @@ def test_every_documented_set_option_is_a_field_of_its_method():
     from raylurm.methods import METHODS
 
     found = _documented_overrides()
-    assert any(method == "dss" for _, method, _ in found)  # the pretrain --help example is among them
+    assert {"dss", "lurm", "atrank", "sasrec"} <= {method for _, method, _ in found}  # --help example, methods table
+    unknown = [(where, method) for where, method, _ in found if method not in METHODS]
+    assert not unknown, f"documented for a method that does not exist: {unknown}"
     wrong = [(where, method, key) for where, method, key in found
              if key not in {f.name for f in dc.fields(METHODS[method].Config)}]
     assert not wrong, wrong

@@ -192,7 +192,8 @@ def test_a_batch_runs_each_entry_with_its_own_model_and_the_ingress_keeps_two(bo
     (The batched endpoints need a Serve replica: tests/integration/test_serve.py runs them.)"""
     from raylurm.serving.app import LocalMethod, _forward
 
-    register_model(registry, "lurm", boi[0], boi[1], name="lurm-z", seed=7)  # registered, not current
+    for name, seed in (("lurm-z", 7), ("lurm-y", 8)):  # registered, not current
+        register_model(registry, "lurm", boi[0], boi[1], name=name, seed=seed)
     args = ServeArgs(registry=str(registry.root), users=str(users_dir)).model_dump()
     histories = [_history(np.random.default_rng(n), 6 + n) for n in range(6)]
 
@@ -201,7 +202,10 @@ def test_a_batch_runs_each_entry_with_its_own_model_and_the_ingress_keeps_two(bo
         a, z = await asyncio.gather(local._served("lurm-a"), local._served("lurm-z"))
         assert await local._served("lurm-a") is a and list(local._models) == ["lurm-z", "lurm-a"]
         items = [(model, model.rows(h)[0]) for model, h in zip([a, z] * 3, histories)]
-        return a, z, items, await _forward(items, scores=False), await local.describe("lurm-z")
+        answers = a, z, items, await _forward(items, scores=False), await local.describe("lurm-z")
+        await local._served("lurm-y")  # a third entry: the least recently used one (lurm-a) is dropped
+        assert list(local._models) == ["lurm-z", "lurm-y"]
+        return answers
 
     a, z, items, vectors, described = asyncio.run(run())
     for (model, row), vector in zip(items, vectors):
