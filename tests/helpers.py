@@ -8,6 +8,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_text(path: Path, header: list[str], rows: list[list], delimiter: str = ",") -> Path:
     lines = [delimiter.join(header)] + [delimiter.join("" if v is None else str(v) for v in r) for r in rows]
     path.write_text("\n".join(lines) + "\n")

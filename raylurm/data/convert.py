@@ -68,11 +68,9 @@ def _outside_int64(trimmed: pa.Array) -> np.ndarray:
     lengths = pc.utf8_length(trimmed).fill_null(0).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(lengths >= 19):  # int64 has 19 digits: only those rows can overflow
         text = trimmed[i].as_py()
-        digits = text.lstrip("+-").lstrip("0")
-        if not text.lstrip("+-").isdigit():
-            continue
-        # beyond 19 significant digits it is out of range without converting (int() refuses > 4300 digits)
-        outside[i] = len(digits) > 19 or not INT64_MIN <= int(text) <= INT64_MAX
+        unsigned = text.lstrip("+-")
+        if unsigned.isdigit():  # beyond 19 significant digits: out of range unconverted (int() refuses > 4300 digits)
+            outside[i] = len(unsigned.lstrip("0")) > 19 or not INT64_MIN <= int(text) <= INT64_MAX
     return outside
 
 

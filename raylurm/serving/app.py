@@ -225,9 +225,10 @@ def make_ingress(args: ServeArgs):
             """``models``: each method's deployment handle, or (placement "ingress") the methods to load here."""
             self.args = ServeArgs(**args)
             self.registry = Registry(self.args.registry)
-            self.models = models if isinstance(models, dict) else {m: None for m in models}
+            self.handles = models if isinstance(models, dict) else {}
             self.local = {} if isinstance(models, dict) else {m: LocalMethod(m, args) for m in models}
-            self.serving = {m: self._current(m) for m in self.models}
+            self.methods = list(self.handles or self.local)  # in METHODS order
+            self.serving = {m: self._current(m) for m in self.methods}
             self._checked, self._reloading, self._handles = time.monotonic(), asyncio.Lock(), {}
 
         def _current(self, method: str) -> str:
@@ -239,17 +240,17 @@ def make_ingress(args: ServeArgs):
         # ----------------------------------------------------------------------- plumbing
         async def _remote(self, method: str, endpoint: str, *args, entry: str | None = None) -> dict:
             """``endpoint`` of ``method``'s models for ``entry`` (default: the served one), wherever they live."""
-            if method not in self.models:
-                raise HTTPException(404, f"method {method!r} is not served; served: {sorted(self.models)}")
+            if method not in self.serving:
+                raise HTTPException(404, f"method {method!r} is not served; served: {sorted(self.methods)}")
             if self.local:
                 return await getattr(self.local[method], endpoint)(*args, entry=entry or self.serving[method])
-            handle = self._handle(method) if entry is None else self.models[method].options(multiplexed_model_id=entry)
+            handle = self._handle(method) if entry is None else self.handles[method].options(multiplexed_model_id=entry)
             return await getattr(handle, endpoint).remote(*args)
 
         def _handle(self, method: str) -> DeploymentHandle:
             key = (method, self.serving[method])
             if key not in self._handles:  # one handle per served entry (options() builds a new handle object)
-                self._handles[key] = self.models[method].options(multiplexed_model_id=key[1])
+                self._handles[key] = self.handles[method].options(multiplexed_model_id=key[1])
             return self._handles[key]
 
         def _limits(self, body) -> None:
@@ -277,7 +278,7 @@ def make_ingress(args: ServeArgs):
         async def _reload(self) -> dict:
             async with self._reloading:
                 changed = {}
-                for method in self.models:
+                for method in self.methods:
                     try:
                         entry = await asyncio.to_thread(self._current, method)
                         if entry != self.serving[method]:
@@ -309,7 +310,7 @@ def make_ingress(args: ServeArgs):
 
         @api.get("/v1/models", tags=["v1"], summary="Which registry entry serves each method, with its metrics")
         async def models(self) -> dict:
-            described = await asyncio.gather(*(self._remote(m, "describe") for m in self.models))
+            described = await asyncio.gather(*(self._remote(m, "describe") for m in self.methods))
             return {"models": list(described)}
 
         @api.post("/v1/reload", tags=["v1"], summary="Re-read the registry now; load and serve promoted entries")
@@ -367,15 +368,15 @@ def app_builder(args: ServeArgs):
         raise ValueError(f"registry {registry.root}: no current entry for {missing or list(METHODS)} "
                          f"(have: {available or 'none'}); run a sweep (python -m raylurm.tune) or promote an entry")
     logging = {"enable_access_log": args.access_log}
-    # Serve's default of 5 requests in flight per replica would cap a batch at 5 and, at higher
-    # concurrency, leave requests in the proxy's retry back-off (measured: 8 req/s at 32 clients).
-    options = {"num_replicas": args.num_replicas, "max_ongoing_requests": 2 * args.max_batch_size, "logging_config": logging,
-               "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
     if args.placement == "ingress":  # the models load in the ingress replicas, which take the models' resources
         ingress = serve.deployment(make_ingress(args), name="Api", num_replicas=args.num_replicas,
                                    ray_actor_options={"num_cpus": 0.1 + args.num_cpus * len(methods), "num_gpus": args.num_gpus},
                                    max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)
         return ingress.bind(list(methods), args.model_dump())
+    # Serve's default of 5 requests in flight per replica would cap a batch at 5 and, at higher
+    # concurrency, leave requests in the proxy's retry back-off (measured: 8 req/s at 32 clients).
+    options = {"num_replicas": args.num_replicas, "max_ongoing_requests": 2 * args.max_batch_size, "logging_config": logging,
+               "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
     models = {m: MethodModel.options(name=m, **options).bind(m, args.model_dump()) for m in methods}
     ingress = serve.deployment(make_ingress(args), name="Api", ray_actor_options={"num_cpus": 0.1},
                                max_ongoing_requests=args.max_ongoing_requests, logging_config=logging)

@@ -36,6 +36,9 @@ from pathlib import Path
 
 import yaml
 
+from raylurm.data.io import atomic_file
+from tests.integration.multinode import train_nodes
+
 #: Label every launched node carries: the cluster.yaml node type it was launched as.
 TYPE_LABEL = "raylurm-node-type"
 #: The fake provider always registers the head under this type name (cluster.yaml calls it ``head``).
@@ -118,9 +121,8 @@ def alive_nodes() -> dict[str, str]:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)  # readers never see half a file
+    with atomic_file(path) as tmp:  # readers never see half a file
+        tmp.write_text(json.dumps(data, indent=1, default=str))
 
 
 def watch(args) -> None:
@@ -160,14 +162,6 @@ def pretrain(boi: Path, storage: Path):
     os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] = str(FOOTER_ACTORS)
     train = TrainConfig(method="lurm", epochs=1, num_workers=2, batch_size=8, max_steps_per_epoch=3)
     return fit(boi, train, overrides=["num_anchors=2", "hidden_dim=16"], name="autoscale", storage_path=str(storage))
-
-
-def train_nodes() -> list[list[str]]:
-    """Nodes of the bundles of every 2-bundle placement group (the Train worker groups)."""
-    from raylurm.ray_internals import placement_group_table
-
-    return [sorted(pg["bundles_to_node_id"].values()) for pg in placement_group_table().values()
-            if len(pg["bundles"]) == 2 and pg["bundles_to_node_id"]]
 
 
 def gpu_task() -> dict:

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tests.integration.autoscale import write_fake_cluster_config
 
 pytestmark = pytest.mark.integration
@@ -38,12 +38,6 @@ IDLE_TIMEOUT_MIN = 0.25  # 15 s: long enough to bridge the pauses of one job, sh
 WORK_TIMEOUT_S = 300  # the job: node launches + one small epoch (~1 min here)
 WATCH_TIMEOUT_S = 150  # after the job: idle timeout + removals
 SLACK_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _our_pids(ray_tmpdir: str) -> list[int]:
@@ -91,20 +85,20 @@ def _autoscaler_log(ray_tmpdir: str) -> str:
 def autoscaling_head(tmp_path):
     """A head (no CPU) with the autoscaler on a config derived from cluster.yaml: {address, ray_tmpdir, env, passed}."""
     ray_tmpdir = tempfile.mkdtemp(prefix="as", dir="/tmp")  # short: Unix socket paths are limited
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     config = write_fake_cluster_config(REPO / "cluster.yaml", tmp_path / "fake-cluster.yaml", address, IDLE_TIMEOUT_MIN)
     env = {**os.environ, "RAY_TMPDIR": ray_tmpdir, "RAY_FAKE_CLUSTER": "1",
            "RAY_ADDRESS": address,  # what Ray's own helpers (e.g. Train's PlacementGroupCleaner) join: this head
            "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # the autoscaler looks every second (default 5)
-           "AUTOSCALER_METRIC_PORT": str(_free_port()),  # not the fixed 44217 another Ray head may hold
+           "AUTOSCALER_METRIC_PORT": str(free_port()),  # not the fixed 44217 another Ray head may hold
            # the fake provider starts nodes without an IP: make Ray pick loopback, not this machine's address
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            # Train's placement group waits for nodes that are still being launched
            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=0",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=false",
-               f"--ray-client-server-port={_free_port()}", "--object-store-memory=300000000",
+               f"--ray-client-server-port={free_port()}", "--object-store-memory=300000000",
                f"--autoscaling-config={config}"]
     head = {"address": address, "ray_tmpdir": ray_tmpdir, "env": env, "passed": False}
     try:

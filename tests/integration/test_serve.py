@@ -11,7 +11,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,19 +30,13 @@ from raylurm.methods import METHODS
 from raylurm.registry import Registry
 from raylurm.train.batch import DataInfo, collate
 from raylurm.train.checkpoint import load_model
-from tests.helpers import register_model
+from tests.helpers import free_port, register_model
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = {"max_events": 300, "max_k": 20, "max_body_bytes": 60_000}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http(url: str, body=None, raw: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
@@ -77,7 +70,7 @@ def app(ray_runtime, boi_dir, tmp_path_factory):
     assert config["import_path"] == "raylurm.serving.app:app_builder"
     args = {**config["args"], "registry": str(registry.root), "users": str(boi_dir / "users"), "num_cpus": 0.1,
             "reload_interval_s": 0, "max_batch_size": 8, **LIMITS}
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_serve_app(app_builder, args), name="raylurm", route_prefix="/")
     events = pq.read_table(Path(json.loads((boi_dir / "manifest.json").read_text())["dataset"]) / "events")
@@ -242,7 +235,7 @@ def test_both_commands_start_the_app(app, tmp_path, how):
 
     ``python -m raylurm.serve`` runs with ``--placement ingress`` (the models inside the ingress replica, a
     promote picked up there too), ``serve run serve/config.yaml`` with the config's per-method deployments."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rs", dir="/tmp")}
     if how.startswith("python"):  # no --users: this registry's entries record none, so only similar-users would 404
         command = [sys.executable, "-m", "raylurm.serve", "--port", str(port), "--registry", str(app.registry.root),
